@@ -1,0 +1,102 @@
+"""Weights files: safetensors with the model config in the metadata, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from slerir_core.config import ConfigError, load_config
+from slerir_core.model import SLERIR
+
+FORMAT = "slerir-weights-1"
+
+
+class WeightsError(ValueError):
+    """A weights file that is missing, unreadable or does not fit its config."""
+
+
+def atomic_path(path: Path) -> Path:
+    """A temporary name in ``path``'s folder; ``os.replace`` onto ``path`` makes the write atomic."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def save_weights(model: SLERIR, path: str | Path, dtype: torch.dtype | None = None, **metadata: str) -> Path:
+    """Write the model's tensors and config to a safetensors file, atomically.
+
+    Args:
+        model: the network.
+        path: destination; its folder must exist.
+        dtype: cast floating tensors (e.g. ``torch.float16`` to halve a shipped file).
+        **metadata: extra string metadata (training steps, data provenance, ...).
+    """
+    path = Path(path)
+    tensors = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu()
+        tensors[name] = (t.to(dtype) if dtype is not None and t.is_floating_point() else t).contiguous().clone()
+    meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict()), **metadata}
+    tmp = atomic_path(path)
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a SLER-IR weights file.
+
+    Raises:
+        WeightsError: missing file, not safetensors, or not a SLER-IR weights file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        with open(path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            if not 0 < header_len <= min(path.stat().st_size - 8, 100_000_000):
+                raise WeightsError(f"{path} is not a safetensors weights file (corrupt or truncated header)")
+            header = json.loads(fh.read(header_len))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WeightsError(f"{path} is not a readable safetensors weights file: {err}") from None
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise WeightsError(f"{path} is a safetensors file but not SLER-IR weights (no {FORMAT!r} metadata)")
+    return meta
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> SLERIR:
+    """Build the network described by a weights file and load its tensors (in float32).
+
+    Raises:
+        WeightsError: for a missing, corrupt or mismatched file, with the reason.
+    """
+    meta = read_metadata(path)
+    try:
+        config = load_config(json.loads(meta["config"]))
+    except (ConfigError, json.JSONDecodeError) as err:
+        raise WeightsError(f"{path}: the config stored in the file is invalid: {err}") from None
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(f"{path} is corrupt: {err}") from None
+    model = SLERIR(config)
+    state = model.state_dict()
+    missing, unexpected = sorted(set(state) - set(tensors)), sorted(set(tensors) - set(state))
+    if missing or unexpected:
+        raise WeightsError(f"{path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for name, t in tensors.items():
+        if t.shape != state[name].shape:
+            raise WeightsError(f"{path}: tensor {name} has shape {list(t.shape)}, expected {list(state[name].shape)}")
+        state[name].copy_(t.to(state[name].dtype))
+    return model.to(device).eval()

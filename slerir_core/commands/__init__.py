@@ -1,0 +1,1 @@
+"""Subcommands of the ``slerir`` command line (see ``slerir_core.cli``)."""

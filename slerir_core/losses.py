@@ -1,0 +1,36 @@
+"""Training objectives: L1 restoration loss and the hyperspherical contrastive loss (Eq. 9-10)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def hyperspherical_contrastive_loss(f: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """Eq. 9 averaged over layers: ``max(E_N[S] - E_P[S] + margin, 0)``.
+
+    ``S_ij = f_i . f_j`` is the cosine of two unit routing vectors of one layer; positives are pairs of
+    distinct samples with the same degradation label, negatives pairs with different labels. A batch
+    without positive or without negative pairs gives no signal for that term, so it counts as 0.
+
+    Args:
+        f: (B, K, d) unit routing vectors.
+        labels: (B,) integer degradation labels.
+        margin: lambda.
+
+    Returns:
+        A scalar tensor.
+    """
+    sim = torch.einsum("ikd,jkd->kij", f, f)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    pos, neg = (same & ~eye).to(sim.dtype), (~same).to(sim.dtype)
+    if pos.sum() == 0 or neg.sum() == 0:
+        return sim.sum() * 0.0
+    mean_pos = (sim * pos).sum(dim=(1, 2)) / pos.sum()
+    mean_neg = (sim * neg).sum(dim=(1, 2)) / neg.sum()
+    return torch.relu(mean_neg - mean_pos + margin).mean()
+
+
+def restoration_loss(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error, in float32 whatever the autocast dtype."""
+    return (restored.float() - target.float()).abs().mean()

@@ -1,0 +1,118 @@
+"""Global-Local Granularity Fusion (SLER-IR §3.4): the restoration prior and its injection.
+
+GLMC builds two aligned token maps: the CSP map (content patch tokens modulated by the content CLS
+through FiLM, then LayerNorm) and the DSP map (the CLS tokens of a grid of crops seen by the degradation
+extractor, upsampled to the patch grid). CGDF fuses them, ``F' = T + Attn(Q=T, K=D, V=D)`` followed by
+LN + FFN, into the prior map. ``PriorInjection`` brings the prior into a routed stage by channel-wise
+(transposed) cross-attention: the aligned prior gives the queries, the stage features keys and values.
+
+The prior is a smooth map over the whole image. Tiles read it through ``sample_prior`` with their box
+in whole-image coordinates, so a pixel sees the same prior value whether it is restored whole or tiled.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels import transposed_attention
+from slerir_core.model.blocks import LayerNorm2d, to_heads
+
+FULL_BOX = (0.0, 0.0, 1.0, 1.0)
+
+
+class GLGF(nn.Module):
+    """Build the prior map (B, prior_dim, h, w) from content tokens and crop degradation embeddings.
+
+    Args:
+        content_cls_dim: width of the content extractor's CLS embedding.
+        content_token_dim: width of its patch tokens.
+        crop_cls_dim: width of the degradation extractor's CLS embedding (one per crop).
+        prior_dim: width of the prior map.
+        heads: heads of the CGDF cross-attention.
+    """
+
+    def __init__(
+        self, content_cls_dim: int, content_token_dim: int, crop_cls_dim: int, prior_dim: int, heads: int
+    ) -> None:
+        super().__init__()
+        self.tokens_in = nn.Linear(content_token_dim, prior_dim)
+        self.film = nn.Sequential(nn.Linear(content_cls_dim, prior_dim), nn.GELU(), nn.Linear(prior_dim, 2 * prior_dim))
+        self.csp_norm = nn.LayerNorm(prior_dim)
+        self.crops_in = nn.Linear(crop_cls_dim, prior_dim)
+        self.cross = nn.MultiheadAttention(prior_dim, heads, batch_first=True)
+        self.ffn_norm = nn.LayerNorm(prior_dim)
+        self.ffn = nn.Sequential(nn.Linear(prior_dim, 2 * prior_dim), nn.GELU(), nn.Linear(2 * prior_dim, prior_dim))
+
+    def forward(self, content_cls: torch.Tensor, content_tokens: torch.Tensor, crop_cls: torch.Tensor) -> torch.Tensor:
+        """Fuse.
+
+        Args:
+            content_cls: (B, Dc) content CLS embedding.
+            content_tokens: (B, h, w, Dt) content patch tokens.
+            crop_cls: (B, g, g, Dd) CLS embeddings of the g x g crops.
+
+        Returns:
+            The prior map, (B, prior_dim, h, w).
+        """
+        b, h, w, _ = content_tokens.shape
+        gamma, beta = self.film(content_cls).chunk(2, dim=-1)
+        csp = self.csp_norm(gamma[:, None, None] * self.tokens_in(content_tokens) + beta[:, None, None])
+        coarse = self.crops_in(crop_cls).permute(0, 3, 1, 2)
+        dsp = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+        q, kv = csp.reshape(b, h * w, -1), dsp.reshape(b, h * w, -1)
+        fused = q + self.cross(q, kv, kv, need_weights=False)[0]
+        fused = fused + self.ffn(self.ffn_norm(fused))
+        return fused.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def sample_prior(prior: torch.Tensor, box: tuple[float, float, float, float], size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear samples of the prior at the pixel centres of a ``size`` grid covering ``box``.
+
+    Args:
+        prior: (B, P, h, w) prior over the whole image.
+        box: (top, left, bottom, right) of the region in whole-image fractions; may extend past [0, 1]
+            (padding), where the prior's border value is used.
+        size: (H, W) of the output grid.
+    """
+    top, left, bottom, right = box
+    height, width = size
+    ys = top + (bottom - top) * (torch.arange(height, device=prior.device, dtype=torch.float32) + 0.5) / height
+    xs = left + (right - left) * (torch.arange(width, device=prior.device, dtype=torch.float32) + 0.5) / width
+    grid = torch.stack(torch.meshgrid(xs * 2 - 1, ys * 2 - 1, indexing="xy"), dim=-1)
+    grid = grid.expand(prior.shape[0], height, width, 2).to(prior.dtype)
+    return F.grid_sample(prior, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class PriorInjection(nn.Module):
+    """Channel-wise cross-attention from the aligned prior (queries) to stage features (keys, values).
+
+    Args:
+        prior_dim: channels of the prior map.
+        channels: channels of the stage.
+        heads: attention heads.
+        ln_bias: LayerNorm with bias (PromptIR) or bias-free.
+    """
+
+    def __init__(self, prior_dim: int, channels: int, heads: int, ln_bias: bool = True) -> None:
+        super().__init__()
+        self.heads = heads
+        self.align = nn.Conv2d(prior_dim, channels, 1)
+        self.norm = LayerNorm2d(channels, ln_bias)
+        self.q = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.kv = nn.Conv2d(channels, channels * 2, 1, bias=False)
+        self.kv_dw = nn.Conv2d(channels * 2, channels * 2, 3, padding=1, groups=channels * 2, bias=False)
+        self.temperature = nn.Parameter(torch.ones(heads))
+        self.proj = nn.Conv2d(channels, channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor, box: tuple[float, float, float, float]) -> torch.Tensor:
+        """``x + proj(Attn(Q=aligned prior, K=V=LN(x)))`` for features ``x`` covering ``box``."""
+        # Align the channels on the small prior map, then sample: cheaper than sampling P channels.
+        aligned = sample_prior(self.align(prior), box, x.shape[-2:])
+        q = self.q(aligned)
+        k, v = self.kv_dw(self.kv(self.norm(x))).chunk(2, dim=1)
+        out = transposed_attention(
+            to_heads(q, self.heads), to_heads(k, self.heads), to_heads(v, self.heads), self.temperature
+        )
+        return x + self.proj(out.reshape(x.shape))

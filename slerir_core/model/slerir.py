@@ -1,0 +1,205 @@
+"""The SLER-IR network: extractors, spherical router, GLGF prior and an 8-stage routed backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slerir_core.config import STAGES, ModelConfig
+from slerir_core.model.blocks import Downsample, Upsample
+from slerir_core.model.experts import RoutedStage, make_expert
+from slerir_core.model.extractors import ClipImageEncoder, crops
+from slerir_core.model.glgf import FULL_BOX, GLGF, PriorInjection
+from slerir_core.model.router import Router
+
+ROUTING_MODES = ("soft", "hard")
+Routes = torch.Tensor | Sequence[int] | Sequence[Sequence[int]]
+
+
+class SLERIR(nn.Module):
+    """Spherical layer-wise expert routing for all-in-one image restoration.
+
+    ``forward(x)`` analyses the image (routes, probabilities, degradation map, prior) and restores it.
+    ``analyse`` and ``restore_features`` are the two halves, used separately by tiled inference: the
+    analysis runs once on the whole image, the backbone on each tile with the same routes and the
+    matching part of the prior.
+
+    Args:
+        config: the network's configuration.
+
+    Attributes:
+        routing: ``"soft"`` (training stage 1) or ``"hard"`` (stage 2 and inference).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.routing = "hard"
+        c = config
+        ln_bias = c.layernorm == "with_bias"
+        self.degradation_extractor = ClipImageEncoder(c.degradation_extractor)
+        self.content_extractor = ClipImageEncoder(c.content_extractor) if c.glgf else None
+        self.router = Router(
+            self.degradation_extractor.embed_dim, len(STAGES), c.num_experts, c.routing_dim, c.router_hidden,
+            c.router_temperature, c.per_layer_centres, c.clustering,
+        )
+        # Mean routing vector of each training task, for the degradation label; zero until training sets it.
+        self.register_buffer("task_prototypes", torch.zeros(len(c.tasks), len(STAGES), c.routing_dim))
+        if c.glgf:
+            self.glgf = GLGF(
+                self.content_extractor.embed_dim, self.content_extractor.token_dim,
+                self.degradation_extractor.embed_dim, c.prior_dim, c.prior_heads,
+            )
+            self.injections = nn.ModuleList(
+                PriorInjection(c.prior_dim, ch, h, ln_bias) for ch, h in zip(c.stage_channels, c.stage_heads)
+            )
+        else:
+            self.glgf, self.injections = None, None
+
+        d = c.dim
+        self.patch_embed = nn.Conv2d(c.in_channels, d, 3, padding=1, bias=c.bias)
+        self.stages = nn.ModuleDict({
+            name: RoutedStage([make_expert(ch, h, n, c.ffn_factor, c.bias, ln_bias) for _ in range(c.num_experts)])
+            for name, ch, h, n in zip(STAGES, c.stage_channels, c.stage_heads, c.stage_blocks)
+        })
+        self.down = nn.ModuleList([Downsample(d), Downsample(2 * d), Downsample(4 * d)])
+        self.up = nn.ModuleList([Upsample(8 * d), Upsample(4 * d), Upsample(2 * d)])
+        self.reduce = nn.ModuleList([nn.Conv2d(8 * d, 4 * d, 1, bias=c.bias), nn.Conv2d(4 * d, 2 * d, 1, bias=c.bias)])
+        self.output = nn.Conv2d(2 * d, c.in_channels, 3, padding=1, bias=c.bias)
+
+    # -- analysis: routes, degradation map and prior, once per image ---------------------------------
+
+    def analyse(self, x: torch.Tensor, with_map: bool = True) -> dict[str, torch.Tensor]:
+        """Route an image batch and build its prior.
+
+        Args:
+            x: (B, 3, H, W) images in [0, 1].
+            with_map: also compute the degradation map (always computed when GLGF needs the crops).
+
+        Returns:
+            ``embeddings`` (B, 8, d) unit routing vectors, ``probs`` (B, 8, C), ``routes`` (B, 8) argmax
+            experts, ``degradation_map`` (B, C, g, g) soft assignment of each crop to the centres (averaged
+            over the stages), ``task_probs`` (B, T) when task prototypes exist, and ``prior``
+            (B, prior_dim, h, w) when GLGF is on.
+        """
+        cls, _ = self.degradation_extractor(x)
+        f, probs = self.router(cls)
+        info = {"embeddings": f, "probs": probs, "routes": probs.argmax(dim=-1)}
+        if self.task_prototypes.numel():
+            info["task_probs"] = self.task_probabilities(f)
+        if not (with_map or self.glgf is not None):
+            return info
+        g = self.config.crop_grid
+        crop_cls, _ = self.degradation_extractor(crops(x, g, self.degradation_extractor.image_size))
+        _, crop_probs = self.router(crop_cls)
+        b = x.shape[0]
+        info["degradation_map"] = crop_probs.mean(dim=1).reshape(b, g, g, -1).permute(0, 3, 1, 2)
+        if self.glgf is not None:
+            content_cls, tokens = self.content_extractor(x)
+            info["prior"] = self.glgf(content_cls, tokens, crop_cls.reshape(b, g, g, -1))
+        return info
+
+    def task_probabilities(self, f: torch.Tensor) -> torch.Tensor:
+        """(B, 8, d) routing vectors -> (B, T) probabilities of the training tasks (cosine to prototypes)."""
+        protos = F.normalize(self.task_prototypes, dim=-1)
+        cos = torch.einsum("bkd,tkd->bt", f, protos) / protos.shape[1]
+        return torch.softmax(cos / self.config.router_temperature, dim=-1)
+
+    # -- restoration with fixed routes ------------------------------------------------------------------
+
+    def restore_features(
+        self,
+        x: torch.Tensor,
+        routes: torch.Tensor,
+        prior: torch.Tensor | None = None,
+        box: tuple[float, float, float, float] = FULL_BOX,
+        probs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run the backbone with given routes.
+
+        Args:
+            x: (B, 3, H, W), any H and W: reflect-padded to a multiple of 8 and cropped back.
+            routes: (B, 8) expert per sample and stage.
+            prior: the image's prior map (required when GLGF is on).
+            box: where ``x`` lies in the image the prior was computed on, (top, left, bottom, right) in
+                fractions of that image; the whole image by default.
+            probs: (B, 8, C) for soft routing; ``None`` runs one expert per sample and stage.
+        """
+        if self.glgf is not None and prior is None:
+            raise ValueError("this model uses a GLGF prior: pass the prior from analyse()")
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % 8, -w % 8
+        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
+        top, left, bottom, right = box
+        padded_box = (top, left, top + (bottom - top) * (h + pad_h) / h, left + (right - left) * (w + pad_w) / w)
+
+        def stage(i: int, feats: torch.Tensor) -> torch.Tensor:
+            out = self.stages[STAGES[i]](feats, routes[:, i], None if probs is None else probs[:, i])
+            if self.injections is not None:
+                out = self.injections[i](out, prior, padded_box)
+            return out
+
+        e1 = stage(0, self.patch_embed(padded))
+        e2 = stage(1, self.down[0](e1))
+        e3 = stage(2, self.down[1](e2))
+        latent = stage(3, self.down[2](e3))
+        d3 = stage(4, self.reduce[0](torch.cat([self.up[0](latent), e3], dim=1)))
+        d2 = stage(5, self.reduce[1](torch.cat([self.up[1](d3), e2], dim=1)))
+        d1 = stage(6, torch.cat([self.up[2](d2), e1], dim=1))
+        out = self.output(stage(7, d1)) + padded
+        return out[..., :h, :w]
+
+    # -- both -----------------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, routes: Routes | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Restore a batch.
+
+        Args:
+            x: (B, 3, H, W) images in [0, 1].
+            routes: manual routes overriding the router: 8 expert indices for the whole batch, one such
+                list per sample, or a (B, 8) tensor. ``None`` routes by the router, softly or hard
+                according to ``self.routing``.
+
+        Returns:
+            The restored batch and the analysis (``routes``, ``probs``, ``embeddings``,
+            ``degradation_map``, ``prior``); ``routes`` holds the routes actually used.
+        """
+        info = self.analyse(x, with_map=not self.training)
+        probs = None
+        if routes is not None:
+            info["routes"] = self.check_routes(routes, x.shape[0]).to(x.device)
+        elif self.routing == "soft":
+            probs = info["probs"]
+        elif self.routing != "hard":
+            raise ValueError(f"routing must be one of {ROUTING_MODES}, not {self.routing!r}")
+        restored = self.restore_features(x, info["routes"], info.get("prior"), probs=probs)
+        return restored, info
+
+    def check_routes(self, routes: Routes, batch: int) -> torch.Tensor:
+        """Validate manual routes and return them as a (batch, 8) long tensor.
+
+        Raises:
+            ValueError: wrong length, wrong batch size, or an expert index outside [0, C).
+        """
+        r = torch.as_tensor(routes, dtype=torch.long)
+        if r.ndim == 1:
+            r = r.expand(batch, -1)
+        if r.ndim != 2 or r.shape[1] != len(STAGES):
+            raise ValueError(f"routes need {len(STAGES)} expert indices ({', '.join(STAGES)}), got {list(r.shape)}")
+        if r.shape[0] != batch:
+            raise ValueError(f"routes given for {r.shape[0]} samples, but the batch has {batch}")
+        c = self.config.num_experts
+        if bool(((r < 0) | (r >= c)).any()):
+            raise ValueError(f"expert indices must be in [0, {c - 1}], got {r.tolist()}")
+        return r.contiguous()
+
+    # -- parameter groups -----------------------------------------------------------------------------
+
+    def routing_modules(self) -> list[nn.Module]:
+        """Modules frozen in stage 2: extractors and router (the centres are buffers)."""
+        return [m for m in (self.degradation_extractor, self.content_extractor, self.router) if m is not None]
