@@ -108,7 +108,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(self.in_channels == 3, "in_channels must be 3 (grey and multi-channel data are mapped to RGB)")
-        _check(self.dim >= 1, "dim must be >= 1")
+        _check(self.dim >= 2 and self.dim % 2 == 0, "dim must be even and >= 2 (the down-samplers halve it)")
         _check(len(self.blocks) == 4 and all(b >= 1 for b in self.blocks), "blocks needs 4 entries >= 1")
         _check(len(self.decoder_blocks) == 3 and all(b >= 1 for b in self.decoder_blocks),
                "decoder_blocks needs 3 entries >= 1")

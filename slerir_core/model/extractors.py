@@ -8,6 +8,7 @@ tag that is not a local file is refused.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import open_clip
@@ -19,6 +20,14 @@ from slerir_core.config import ExtractorConfig
 
 _CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"
 open_clip.add_model_config(_CLIP_CONFIG_DIR)
+
+
+class _RandomInitNotice(logging.Filter):
+    """Drops open_clip's 'initialized randomly' warning: without a CLIP file that is the intent, since the
+    tower's weights come from the SLER-IR weights file or from training."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Model initialized randomly" not in record.getMessage()
 
 
 class ExtractorError(ValueError):
@@ -47,16 +56,22 @@ class ClipImageEncoder(nn.Module):
                 f"extractor weights file {config.pretrained} does not exist (nothing is downloaded: "
                 "give the path of a local open_clip checkpoint)"
             )
+        notice = _RandomInitNotice()
+        logging.getLogger().addFilter(notice)
         try:
             clip = open_clip.create_model(config.model_name, pretrained=config.pretrained)
         except Exception as err:  # open_clip raises many types for a bad checkpoint
             raise ExtractorError(f"cannot load extractor weights {config.pretrained}: {err}") from err
+        finally:
+            logging.getLogger().removeFilter(notice)
         self.tower = clip.visual
         self.tower.output_tokens = True
         self.image_size = tuple(self.tower.image_size)
         self.grid = tuple(self.tower.grid_size)
-        self.register_buffer("mean", torch.tensor(self.tower.image_mean or open_clip.OPENAI_DATASET_MEAN)[:, None, None])
-        self.register_buffer("std", torch.tensor(self.tower.image_std or open_clip.OPENAI_DATASET_STD)[:, None, None])
+        mean = self.tower.image_mean or open_clip.OPENAI_DATASET_MEAN
+        std = self.tower.image_std or open_clip.OPENAI_DATASET_STD
+        self.register_buffer("mean", torch.tensor(mean)[:, None, None], persistent=False)
+        self.register_buffer("std", torch.tensor(std)[:, None, None], persistent=False)
         self.embed_dim = self.tower.output_dim
         self.token_dim = self.tower.transformer.width
 

@@ -55,7 +55,8 @@ class SLERIR(nn.Module):
                 self.degradation_extractor.embed_dim, c.prior_dim, c.prior_heads,
             )
             self.injections = nn.ModuleList(
-                PriorInjection(c.prior_dim, ch, h, ln_bias) for ch, h in zip(c.stage_channels, c.stage_heads)
+                PriorInjection(c.prior_dim, ch, h, ln_bias)
+                for ch, h in zip(c.stage_channels, c.stage_heads, strict=True)
             )
         else:
             self.glgf, self.injections = None, None
@@ -64,7 +65,7 @@ class SLERIR(nn.Module):
         self.patch_embed = nn.Conv2d(c.in_channels, d, 3, padding=1, bias=c.bias)
         self.stages = nn.ModuleDict({
             name: RoutedStage([make_expert(ch, h, n, c.ffn_factor, c.bias, ln_bias) for _ in range(c.num_experts)])
-            for name, ch, h, n in zip(STAGES, c.stage_channels, c.stage_heads, c.stage_blocks)
+            for name, ch, h, n in zip(STAGES, c.stage_channels, c.stage_heads, c.stage_blocks, strict=True)
         })
         self.down = nn.ModuleList([Downsample(d), Downsample(2 * d), Downsample(4 * d)])
         self.up = nn.ModuleList([Upsample(8 * d), Upsample(4 * d), Upsample(2 * d)])

@@ -1,0 +1,72 @@
+"""Weights files: round trip, config in the metadata, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from slerir_core.checkpoint import WeightsError, load_model, read_metadata, save_weights
+
+
+def test_round_trip_restores_identical_outputs(tiny_model, tmp_path):
+    path = save_weights(tiny_model, tmp_path / "w.safetensors", steps="7")
+    assert read_metadata(path)["steps"] == "7"
+    loaded = load_model(path)
+    assert loaded.config == tiny_model.config
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(tiny_model(x)[0], loaded(x)[0])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_half_precision_file_is_smaller_and_close(tiny_model, tmp_path):
+    full = save_weights(tiny_model, tmp_path / "full.safetensors")
+    half = save_weights(tiny_model, tmp_path / "half.safetensors", dtype=torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(tiny_model(x)[0], load_model(half)(x)[0], atol=2e-2)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_model(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage that is not a weights file", b"\xff" * 64])
+def test_corrupt_file(tmp_path, content):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError, match="safetensors"):
+        load_model(path)
+
+
+def test_truncated_file(tiny_model, tmp_path):
+    path = save_weights(tiny_model, tmp_path / "w.safetensors")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(WeightsError, match="corrupt"):
+        load_model(path)
+
+
+def test_foreign_safetensors_file(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"a": torch.zeros(2)}, str(path))
+    with pytest.raises(WeightsError, match="not SLER-IR weights"):
+        load_model(path)
+
+
+def test_file_that_does_not_match_its_config(tiny_model, tmp_path):
+    path = tmp_path / "w.safetensors"
+    tensors = {k: v.contiguous() for k, v in tiny_model.state_dict().items()}
+    tensors.pop("output.weight")
+    meta = {"format": "slerir-weights-1", "config": json.dumps(tiny_model.config.to_dict())}
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(WeightsError, match=r"missing \['output.weight'\]"):
+        load_model(path)
+    meta["config"] = json.dumps(tiny_model.config.to_dict() | {"dim": 5})
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(WeightsError, match="config stored in the file is invalid"):
+        load_model(path)

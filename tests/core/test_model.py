@@ -1,0 +1,144 @@
+"""The SLER-IR network on the tiny config: shapes, routing modes, gradients and GLGF."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from slerir_core.config import STAGES
+from slerir_core.model import SLERIR
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 13), (37, 45), (64, 64)])
+def test_any_size_round_trips(tiny_model, size):
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        y, info = tiny_model(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert info["routes"].shape == (2, 8) and info["probs"].shape == (2, 8, 3)
+    assert info["degradation_map"].shape == (2, 3, 4, 4)
+    assert torch.allclose(info["degradation_map"].sum(dim=1), torch.ones(2, 4, 4), atol=1e-5)
+
+
+def expert_grads(model: SLERIR) -> dict[tuple[str, int], bool]:
+    return {
+        (name, j): any(p.grad is not None and p.grad.abs().sum() > 0 for p in expert.parameters())
+        for name, stage in model.stages.items() for j, expert in enumerate(stage.experts)
+    }
+
+
+def test_soft_routing_grads_reach_argmax_expert_and_router_only(tiny_model):
+    tiny_model.train().routing = "soft"
+    restored, info = tiny_model(torch.rand(1, 3, 24, 24))
+    restored.square().mean().backward()
+    chosen = info["probs"].argmax(dim=-1)[0].tolist()
+    grads = expert_grads(tiny_model)
+    for i, name in enumerate(STAGES):
+        for j in range(3):
+            assert grads[(name, j)] == (j == chosen[i]), f"{name} expert {j} (chosen {chosen[i]})"
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.router.mlp.parameters())
+
+
+def test_soft_output_mixes_all_experts(tiny_model):
+    tiny_model.routing = "soft"
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        soft, info = tiny_model(x)
+        hard, _ = tiny_model(x, routes=info["routes"])
+    assert not torch.allclose(soft, hard, atol=1e-5)
+
+
+def count_calls(model: SLERIR) -> dict[tuple[str, int], int]:
+    calls: dict[tuple[str, int], int] = {}
+    for name, stage in model.stages.items():
+        for j, expert in enumerate(stage.experts):
+            calls[(name, j)] = 0
+
+            def hook(*_args, key=(name, j)):
+                calls[key] += 1
+
+            expert.register_forward_hook(hook)
+    return calls
+
+
+def test_hard_routing_runs_only_the_chosen_experts_once_per_group(tiny_model):
+    calls = count_calls(tiny_model)
+    routes = torch.tensor([[0, 1, 2, 0, 1, 2, 0, 1], [0, 1, 2, 0, 1, 2, 0, 1], [2, 2, 2, 2, 2, 2, 2, 2]])
+    with torch.no_grad():
+        tiny_model(torch.rand(3, 3, 16, 16), routes=routes)
+    for i, name in enumerate(STAGES):
+        used = set(routes[:, i].tolist())
+        for j in range(3):
+            assert calls[(name, j)] == (1 if j in used else 0), (name, j)
+
+
+def test_mixed_batch_equals_samples_one_by_one(tiny_model):
+    x = torch.rand(3, 3, 20, 28)
+    routes = torch.randint(0, 3, (3, 8))
+    with torch.no_grad():
+        batch, _ = tiny_model(x, routes=routes)
+        single = torch.cat([tiny_model(x[i : i + 1], routes=routes[i : i + 1])[0] for i in range(3)])
+    assert torch.allclose(batch, single, atol=1e-5)
+
+
+def test_manual_routes_change_output_and_are_honoured_per_sample(tiny_model):
+    x = torch.rand(1, 3, 16, 16).expand(2, -1, -1, -1)
+    with torch.no_grad():
+        a, info = tiny_model(x, routes=[0] * 8)
+        b, _ = tiny_model(x, routes=[[0] * 8, [2, 2, 2, 2, 1, 1, 1, 1]])
+    assert info["routes"].tolist() == [[0] * 8] * 2
+    assert torch.allclose(a[0], b[0], atol=1e-6)
+    assert not torch.allclose(b[0], b[1], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("routes", "message"),
+    [([0] * 7, "need 8 expert indices"), ([0] * 7 + [3], r"must be in \[0, 2\]"), ([[0] * 8] * 3, "for 3 samples")],
+)
+def test_bad_routes_are_clear_errors(tiny_model, routes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model(torch.rand(2, 3, 16, 16), routes=routes)
+
+
+def test_glgf_prior_changes_output_and_can_be_switched_off(tiny_config):
+    torch.manual_seed(0)
+    model = SLERIR(tiny_config).eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        _, info = model(x)
+        base = model.restore_features(x, info["routes"], info["prior"])
+        shifted = model.restore_features(x, info["routes"], info["prior"] + 1.0)
+    assert not torch.allclose(base, shifted, atol=1e-4)
+
+    plain = SLERIR(dataclasses.replace(tiny_config, glgf=False)).eval()
+    assert plain.glgf is None and plain.content_extractor is None
+    with torch.no_grad():
+        y, info = plain(x)
+    assert y.shape == x.shape and "prior" not in info
+    assert sum(p.numel() for p in plain.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_tiled_box_reads_the_matching_part_of_the_prior(tiny_model):
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        info = tiny_model.analyse(x)
+        whole = tiny_model.restore_features(x, info["routes"], info["prior"])
+        # The right half restored alone, told where it lies, must match the whole image away from the seam.
+        half = tiny_model.restore_features(x[..., 16:], info["routes"], info["prior"], box=(0.0, 0.5, 1.0, 1.0))
+        wrong = tiny_model.restore_features(x[..., 16:], info["routes"], info["prior"])
+    inner = (..., slice(4, 28), slice(12, 16))
+    assert (half[inner] - whole[..., 16:][inner]).abs().max() < (wrong[inner] - whole[..., 16:][inner]).abs().max()
+
+
+def test_task_probabilities_use_prototypes(tiny_config):
+    cfg = dataclasses.replace(tiny_config, tasks=("noise", "rain"))
+    model = SLERIR(cfg).eval()
+    with torch.no_grad():
+        x = torch.rand(1, 3, 16, 16)
+        f = model.analyse(x)["embeddings"]
+        model.task_prototypes.copy_(torch.stack([f[0], -f[0]]))
+        info = model.analyse(x)
+    assert info["task_probs"].shape == (1, 2)
+    assert info["task_probs"][0, 0] > 0.99
