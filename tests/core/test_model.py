@@ -9,6 +9,7 @@ import torch
 
 from slerir_core.config import STAGES
 from slerir_core.model import SLERIR
+from slerir_core.model.experts import grouped_forward
 
 
 @pytest.mark.parametrize("size", [(1, 1), (7, 13), (37, 45), (64, 64)])
@@ -142,3 +143,19 @@ def test_task_probabilities_use_prototypes(tiny_config):
         info = model.analyse(x)
     assert info["task_probs"].shape == (1, 2)
     assert info["task_probs"][0, 0] > 0.99
+
+
+@pytest.mark.parametrize("layernorm", ["with_bias", "bias_free"])
+def test_grouped_forward_equals_expert_by_expert(tiny_config, layernorm):
+    torch.manual_seed(0)
+    model = SLERIR(dataclasses.replace(tiny_config, layernorm=layernorm, blocks=(2, 1, 1, 1))).eval()
+    stage = model.stages["enc1"]
+    for expert in stage.experts:  # make the experts differ in every parameter, norms included
+        for p in expert.parameters():
+            p.data.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(4, 8, 11, 13)
+    routes = torch.tensor([2, 0, 2, 1])
+    with torch.no_grad():
+        grouped = grouped_forward(stage.experts, x, routes)
+        one_by_one = torch.cat([stage.experts[int(r)](x[i : i + 1]) for i, r in enumerate(routes)])
+    assert torch.allclose(grouped, one_by_one, atol=1e-5)
