@@ -34,11 +34,17 @@ class ExtractorConfig:
 
     Attributes:
         model_name: open_clip model name (``ViT-B-32``) or one registered by SLER-IR (``slerir-vit-tiny``).
-        pretrained: local weights file for the tower's CLIP model; ``None`` trains it from scratch.
+        pretrained: local weights file (CLIP, or DA-CLIP for ``kind: daclip``); ``None`` trains from scratch.
+        kind: ``clip`` (a plain tower) or ``daclip`` (tower + controller; when the degradation and content
+            extractors are the same ``daclip`` config, one module serves both).
     """
 
     model_name: str
     pretrained: str | None = None
+    kind: str = "clip"
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("clip", "daclip"), "extractor kind must be 'clip' or 'daclip'")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from torch import nn
 from slerir_core.config import STAGES, ModelConfig
 from slerir_core.model.blocks import Downsample, Upsample
 from slerir_core.model.experts import RoutedStage, make_expert
-from slerir_core.model.extractors import ClipImageEncoder, crops
+from slerir_core.model.extractors import build_extractor, crops
 from slerir_core.model.glgf import FULL_BOX, GLGF, PriorInjection
 from slerir_core.model.router import Router
 
@@ -41,8 +41,9 @@ class SLERIR(nn.Module):
         self.routing = "hard"
         c = config
         ln_bias = c.layernorm == "with_bias"
-        self.degradation_extractor = ClipImageEncoder(c.degradation_extractor)
-        self.content_extractor = ClipImageEncoder(c.content_extractor) if c.glgf else None
+        self.degradation_extractor = build_extractor(c.degradation_extractor)
+        shared = c.content_extractor == c.degradation_extractor and c.content_extractor.kind == "daclip"
+        self.content_extractor = build_extractor(c.content_extractor) if c.glgf and not shared else None
         self.router = Router(
             self.degradation_extractor.embed_dim, len(STAGES), c.num_experts, c.routing_dim, c.router_hidden,
             c.router_temperature, c.per_layer_centres, c.clustering,
@@ -50,8 +51,9 @@ class SLERIR(nn.Module):
         # Mean routing vector of each training task, for the degradation label; zero until training sets it.
         self.register_buffer("task_prototypes", torch.zeros(len(c.tasks), len(STAGES), c.routing_dim))
         if c.glgf:
+            content = self.content_source()
             self.glgf = GLGF(
-                self.content_extractor.embed_dim, self.content_extractor.token_dim,
+                content.embed_dim, content.token_dim,
                 self.degradation_extractor.embed_dim, c.prior_dim, c.prior_heads,
             )
             self.injections = nn.ModuleList(
@@ -73,6 +75,10 @@ class SLERIR(nn.Module):
         self.output = nn.Conv2d(2 * d, c.in_channels, 3, padding=1, bias=c.bias)
 
     # -- analysis: routes, degradation map and prior, once per image ---------------------------------
+
+    def content_source(self) -> nn.Module:
+        """The module whose ``content`` method gives the content CLS and tokens."""
+        return self.degradation_extractor if self.content_extractor is None else self.content_extractor
 
     def analyse(self, x: torch.Tensor, with_map: bool = True) -> dict[str, torch.Tensor]:
         """Route an image batch and build its prior.
@@ -100,7 +106,7 @@ class SLERIR(nn.Module):
         b = x.shape[0]
         info["degradation_map"] = crop_probs.mean(dim=1).reshape(b, g, g, -1).permute(0, 3, 1, 2)
         if self.glgf is not None:
-            content_cls, tokens = self.content_extractor(x)
+            content_cls, tokens = self.content_source().content(x)
             info["prior"] = self.glgf(content_cls, tokens, crop_cls.reshape(b, g, g, -1))
         return info
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import open_clip
 import pytest
 import torch
 
-from slerir_core.config import ExtractorConfig
-from slerir_core.model.extractors import ClipImageEncoder, ExtractorError, crops
+from slerir_core.config import ExtractorConfig, load_config
+from slerir_core.model import SLERIR
+from slerir_core.model.extractors import ClipImageEncoder, DaClipEncoder, ExtractorError, crops
 
 
 def test_registered_tower_outputs_cls_and_tokens():
@@ -47,3 +50,66 @@ def test_crops_are_row_major_pieces_of_the_image():
     pieces = crops(image, grid=2, size=(2, 2))
     assert pieces.shape == (4, 3, 2, 2)
     assert torch.equal(pieces[1, 0], torch.tensor([[2.0, 3.0], [6.0, 7.0]]))
+
+
+def write_daclip_checkpoint(path, zero_scale: float) -> dict[str, torch.Tensor]:
+    """A DA-CLIP-layout checkpoint for the tiny architecture, as DA-CLIP's training saves it."""
+    torch.manual_seed(3)
+    clip = open_clip.create_model("slerir-vit-tiny")
+    control = open_clip.create_model("slerir-vit-tiny").visual
+    state = {f"clip.{k}": v for k, v in clip.state_dict().items()}
+    for k, v in control.state_dict().items():
+        prefix = "visual_control.transformer." if k.startswith("transformer.") else "visual_control."
+        state[prefix + k] = v
+    width = control.transformer.width
+    for i in range(len(control.transformer.resblocks)):
+        state[f"visual_control.transformer.zero_modules.{i}.weight"] = zero_scale * torch.randn(width, width)
+        state[f"visual_control.transformer.zero_modules.{i}.bias"] = zero_scale * torch.randn(width)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    return state
+
+
+def test_daclip_checkpoint_loads_and_controller_steers_content(tmp_path):
+    path = tmp_path / "daclip.pt"
+    state = write_daclip_checkpoint(path, zero_scale=0.5)
+    enc = DaClipEncoder(ExtractorConfig("slerir-vit-tiny", pretrained=str(path), kind="daclip"))
+    assert torch.equal(enc.tower.conv1.weight, state["clip.visual.conv1.weight"])
+    assert torch.equal(enc.controller.transformer.resblocks[0].mlp.c_fc.weight,
+                       state["visual_control.transformer.transformer.resblocks.0.mlp.c_fc.weight"])
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        degradation, _ = enc(x)
+        content, tokens = enc.content(x)
+        enc.controller.output_tokens = False
+        plain_controller = enc.controller(enc.preprocess(x))
+        enc.tower.output_tokens = False
+        plain_tower = enc.tower(enc.preprocess(x))
+    assert torch.allclose(degradation, plain_controller, atol=1e-5)  # degradation = the controller's CLS
+    assert not torch.allclose(content, plain_tower, atol=1e-3)  # the controller's states steer the content
+    assert tokens.shape == (2, *enc.grid, enc.token_dim)
+
+
+def test_untrained_daclip_content_is_the_plain_tower():
+    enc = DaClipEncoder(ExtractorConfig("slerir-vit-tiny", kind="daclip"))
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        content, _ = enc.content(x)
+        enc.tower.output_tokens = False
+        assert torch.allclose(content, enc.tower(enc.preprocess(x)), atol=1e-6)  # zero-initialised links
+
+
+def test_daclip_model_shares_one_extractor_and_bad_files_are_clear(tmp_path):
+    cfg = load_config("tiny")
+    daclip = ExtractorConfig("slerir-vit-tiny", kind="daclip")
+    model = SLERIR(dataclasses.replace(cfg, degradation_extractor=daclip, content_extractor=daclip))
+    assert model.content_extractor is None and isinstance(model.degradation_extractor, DaClipEncoder)
+    with torch.no_grad():
+        y, info = model.eval()(torch.rand(1, 3, 24, 24))
+    assert y.shape == (1, 3, 24, 24) and info["prior"].shape[0] == 1
+
+    plain = tmp_path / "plain.pt"
+    torch.save(open_clip.create_model("slerir-vit-tiny").state_dict(), plain)
+    with pytest.raises(ExtractorError, match="not a DA-CLIP checkpoint"):
+        DaClipEncoder(ExtractorConfig("slerir-vit-tiny", pretrained=str(plain), kind="daclip"))
+    with pytest.raises(ExtractorError, match="does not exist"):
+        DaClipEncoder(ExtractorConfig("slerir-vit-tiny", pretrained=str(tmp_path / "no.pt"), kind="daclip"))
