@@ -1,0 +1,139 @@
+"""PyTorch reference twins of the Triton kernels: same signatures, same results, autograd through torch ops.
+
+They are the CPU path, the test oracle and the benchmark baseline. Each is written the plain way (Restormer's
+MDTA, a gathered ``bmm``, one grouped ``conv2d``), so that what they compute is easy to check by eye.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NORM_EPS = 1e-12  # F.normalize's default eps, shared with the Triton kernels
+
+
+def check_attention_args(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor
+) -> tuple[int, int, int, int]:
+    """Check the shapes of transposed-attention arguments and return (B, heads, C_h, N)."""
+    if q.dim() != 4:
+        raise ValueError(f"q must be (B, heads, C_h, N), got shape {tuple(q.shape)}")
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(
+            f"q, k and v must have one shape (B, heads, C_h, N); got {tuple(q.shape)}, {tuple(k.shape)}, "
+            f"{tuple(v.shape)} (resize the prior to the features before cross attention)"
+        )
+    b, h, c, n = q.shape
+    if temperature.shape not in ((h,), (b, h)):
+        raise ValueError(
+            f"temperature must be (heads,) = ({h},) or (B, heads) = ({b}, {h}), got {tuple(temperature.shape)}"
+        )
+    if c == 0 or n == 0:
+        raise ValueError(f"q must have channels and pixels, got shape {tuple(q.shape)}")
+    return b, h, c, n
+
+
+def transposed_attention_ref(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor
+) -> torch.Tensor:
+    """Transposed (channel) attention of Restormer's MDTA, in plain PyTorch.
+
+    ``softmax(temperature * normalize(q) @ normalize(k)^T) @ v`` with the L2 normalisation along the pixels.
+
+    Args:
+        q: (B, heads, C_h, N) queries; for cross attention (GLGF) from another tensor than k and v.
+        k: (B, heads, C_h, N) keys.
+        v: (B, heads, C_h, N) values.
+        temperature: (heads,) or (B, heads) scale of the logits; (B, heads) gives each sample its own.
+
+    Returns:
+        (B, heads, C_h, N) in the common dtype of q, k and v.
+    """
+    b, h, _, _ = check_attention_args(q, k, v, temperature)
+    dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    t = temperature.expand(b, h).to(dtype)[:, :, None, None]
+    q = F.normalize(q, dim=-1, eps=NORM_EPS)
+    k = F.normalize(k, dim=-1, eps=NORM_EPS)
+    attn = (q @ k.transpose(-2, -1) * t).softmax(dim=-1)
+    return attn @ v
+
+
+def expert_pointwise_weights(weight: torch.Tensor) -> torch.Tensor:
+    """Expert 1x1-conv weights as (E, C_out, C_in); stacked conv weights (E, C_out, C_in, 1, 1) are viewed."""
+    if weight.dim() == 5 and weight.shape[3:] == (1, 1):
+        weight = weight.flatten(2)
+    if weight.dim() != 3:
+        raise ValueError(f"weight must be (E, C_out, C_in) or (E, C_out, C_in, 1, 1), got {tuple(weight.shape)}")
+    return weight
+
+
+def check_routed_args(
+    x: torch.Tensor, weight: torch.Tensor, expert_index: torch.Tensor, bias: torch.Tensor | None, c_out: int
+) -> None:
+    """Check the batch, expert and bias shapes shared by the routed ops."""
+    if x.dim() < 2:
+        raise ValueError(f"x must be (B, C, ...), got shape {tuple(x.shape)}")
+    if expert_index.shape != (x.shape[0],) or expert_index.dtype not in (torch.int64, torch.int32):
+        raise ValueError(
+            f"expert_index must be an int64 (B,) = ({x.shape[0]},) tensor, got {expert_index.dtype} "
+            f"{tuple(expert_index.shape)}"
+        )
+    if bias is not None and bias.shape != (weight.shape[0], c_out):
+        raise ValueError(f"bias must be (E, C_out) = ({weight.shape[0]}, {c_out}), got {tuple(bias.shape)}")
+
+
+def routed_pointwise_ref(
+    x: torch.Tensor, weight: torch.Tensor, expert_index: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-sample expert 1x1 convolution: ``y[b] = weight[expert_index[b]] @ x[b] (+ bias[expert_index[b]])``.
+
+    Args:
+        x: (B, C_in, N) features, or (B, C_in, *spatial).
+        weight: (E, C_out, C_in) expert weights (or stacked conv weights (E, C_out, C_in, 1, 1)).
+        expert_index: (B,) int64 expert of each sample.
+        bias: optional (E, C_out) expert biases.
+
+    Returns:
+        (B, C_out, N) (or (B, C_out, *spatial)) in x's dtype; the weights are cast to it, as autocast does.
+    """
+    weight = expert_pointwise_weights(weight)
+    check_routed_args(x, weight, expert_index, bias, weight.shape[1])
+    if weight.shape[2] != x.shape[1]:
+        raise ValueError(f"weight expects C_in = {weight.shape[2]} channels, x has {x.shape[1]}")
+    b, c_in = x.shape[:2]
+    index = expert_index.long()
+    y = torch.bmm(weight[index].to(x.dtype), x.reshape(b, c_in, -1))
+    if bias is not None:
+        y = y + bias[index].to(x.dtype)[:, :, None]
+    return y.view(b, -1, *x.shape[2:])
+
+
+def routed_depthwise3x3_ref(
+    x: torch.Tensor, weight: torch.Tensor, expert_index: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-sample expert depthwise 3x3 convolution (padding 1), in one grouped ``conv2d`` launch.
+
+    The batch is folded into the groups: the input becomes (1, B*C, H, W) and sample b's C filters are those
+    of its expert, so every sample reads its own expert's weights in a single call.
+
+    Args:
+        x: (B, C, H, W) features.
+        weight: (E, C, 1, 3, 3) expert depthwise filters (stacked ``Conv2d(C, C, 3, groups=C)`` weights).
+        expert_index: (B,) int64 expert of each sample.
+        bias: optional (E, C) expert biases.
+
+    Returns:
+        (B, C, H, W) in x's dtype.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
+    b, c, h, w = x.shape
+    if weight.dim() != 5 or weight.shape[1:] != (c, 1, 3, 3):
+        raise ValueError(f"weight must be (E, C, 1, 3, 3) = (E, {c}, 1, 3, 3), got {tuple(weight.shape)}")
+    check_routed_args(x, weight, expert_index, bias, c)
+    index = expert_index.long()
+    filters = weight[index].to(x.dtype).reshape(b * c, 1, 3, 3)
+    shift = None if bias is None else bias[index].to(x.dtype).reshape(b * c)
+    y = F.conv2d(x.reshape(1, b * c, h, w), filters, shift, padding=1, groups=b * c)
+    return y.view(b, c, h, w)
