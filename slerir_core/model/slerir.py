@@ -45,16 +45,25 @@ class SLERIR(nn.Module):
         shared = c.content_extractor == c.degradation_extractor and c.content_extractor.kind == "daclip"
         self.content_extractor = build_extractor(c.content_extractor) if c.glgf and not shared else None
         self.router = Router(
-            self.degradation_extractor.embed_dim, len(STAGES), c.num_experts, c.routing_dim, c.router_hidden,
-            c.router_temperature, c.per_layer_centres, c.clustering,
+            self.degradation_extractor.embed_dim,
+            len(STAGES),
+            c.num_experts,
+            c.routing_dim,
+            c.router_hidden,
+            c.router_temperature,
+            c.per_layer_centres,
+            c.clustering,
         )
         # Mean routing vector of each training task, for the degradation label; zero until training sets it.
         self.register_buffer("task_prototypes", torch.zeros(len(c.tasks), len(STAGES), c.routing_dim))
         if c.glgf:
             content = self.content_source()
             self.glgf = GLGF(
-                content.embed_dim, content.token_dim,
-                self.degradation_extractor.embed_dim, c.prior_dim, c.prior_heads,
+                content.embed_dim,
+                content.token_dim,
+                self.degradation_extractor.embed_dim,
+                c.prior_dim,
+                c.prior_heads,
             )
             self.injections = nn.ModuleList(
                 PriorInjection(c.prior_dim, ch, h, ln_bias)
@@ -65,10 +74,12 @@ class SLERIR(nn.Module):
 
         d = c.dim
         self.patch_embed = nn.Conv2d(c.in_channels, d, 3, padding=1, bias=c.bias)
-        self.stages = nn.ModuleDict({
-            name: RoutedStage([make_expert(ch, h, n, c.ffn_factor, c.bias, ln_bias) for _ in range(c.num_experts)])
-            for name, ch, h, n in zip(STAGES, c.stage_channels, c.stage_heads, c.stage_blocks, strict=True)
-        })
+        self.stages = nn.ModuleDict(
+            {
+                name: RoutedStage([make_expert(ch, h, n, c.ffn_factor, c.bias, ln_bias) for _ in range(c.num_experts)])
+                for name, ch, h, n in zip(STAGES, c.stage_channels, c.stage_heads, c.stage_blocks, strict=True)
+            }
+        )
         self.down = nn.ModuleList([Downsample(d), Downsample(2 * d), Downsample(4 * d)])
         self.up = nn.ModuleList([Upsample(8 * d), Upsample(4 * d), Upsample(2 * d)])
         self.reduce = nn.ModuleList([nn.Conv2d(8 * d, 4 * d, 1, bias=c.bias), nn.Conv2d(4 * d, 2 * d, 1, bias=c.bias)])
@@ -90,8 +101,8 @@ class SLERIR(nn.Module):
         Returns:
             ``embeddings`` (B, 8, d) unit routing vectors, ``probs`` (B, 8, C), ``routes`` (B, 8) argmax
             experts, ``degradation_map`` (B, C, g, g) soft assignment of each crop to the centres (averaged
-            over the stages), ``task_probs`` (B, T) when task prototypes exist, and ``prior``
-            (B, prior_dim, h, w) when GLGF is on.
+            over the stages), ``task_probs`` (B, T) and ``task_map`` (B, T, g, g), the task probabilities of
+            each crop, when task prototypes exist, and ``prior`` (B, prior_dim, h, w) when GLGF is on.
         """
         cls, _ = self.degradation_extractor(x)
         f, probs = self.router(cls)
@@ -102,9 +113,11 @@ class SLERIR(nn.Module):
             return info
         g = self.config.crop_grid
         crop_cls, _ = self.degradation_extractor(crops(x, g, self.degradation_extractor.image_size))
-        _, crop_probs = self.router(crop_cls)
+        crop_f, crop_probs = self.router(crop_cls)
         b = x.shape[0]
         info["degradation_map"] = crop_probs.mean(dim=1).reshape(b, g, g, -1).permute(0, 3, 1, 2)
+        if self.task_prototypes.numel():
+            info["task_map"] = self.task_probabilities(crop_f).reshape(b, g, g, -1).permute(0, 3, 1, 2)
         if self.glgf is not None:
             content_cls, tokens = self.content_source().content(x)
             info["prior"] = self.glgf(content_cls, tokens, crop_cls.reshape(b, g, g, -1))

@@ -1,0 +1,297 @@
+"""``slerir restore INPUT... -o OUTDIR``: restore image files, folders and globs (TIFF stacks, PNG, JPEG).
+
+Each input ``<stem>.<ext>`` is written to ``OUTDIR/<stem>_restored.<ext>``, atomically (a temporary file
+in OUTDIR, then ``os.replace``). An output that would be one of the inputs is refused. A file that
+cannot be read or restored is reported and skipped; the others still run.
+
+Exit codes: 0 all restored; 1 some inputs failed (reported, the rest written); 2 nothing ran (bad
+options, config or weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from slerir_core.checkpoint import WeightsError
+from slerir_core.commands._model_args import add_model_arguments, build_restorer
+from slerir_core.config import ConfigError
+from slerir_core.io import CHANNEL_MODES, IMAGE_SUFFIXES, ImageError, infer_axes, read_image, write_image, write_text
+from slerir_core.restore import PLAN_PER, Plan, Restorer
+
+EXPERT_COLOURS = np.array(
+    [
+        (230, 25, 75),
+        (60, 180, 75),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+    ],
+    dtype=np.float32,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``slerir restore``."""
+    parser.epilog = (
+        "Each INPUT is written to OUTDIR/<stem>_restored.<ext>, atomically; an output that would "
+        "overwrite an input is refused. Exit codes: 0 all restored, 1 some inputs failed (reported; "
+        "the others were written), 2 nothing ran (bad options, config or weights)."
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="folder for the restored files")
+    parser.add_argument(
+        "--routes", metavar="R,R,...", help="8 expert indices overriding the router, e.g. 0,2,1,1,0,2,2,1"
+    )
+    parser.add_argument("--tile", type=int, help="tile size in pixels (default: the config's; 0: no tiling)")
+    parser.add_argument("--overlap", type=int, help="overlap of neighbouring tiles (default: the config's)")
+    parser.add_argument(
+        "--plan-per",
+        choices=PLAN_PER,
+        default="slice",
+        help="route every 2-D slice, or once per stack on its middle slice (default: slice)",
+    )
+    parser.add_argument("--axes", help="axes of every input, e.g. TZYX, ZYXC (default: TIFF metadata or the shape)")
+    parser.add_argument(
+        "--channels",
+        choices=CHANNEL_MODES,
+        default="auto",
+        help="auto: 3 channels RGB, 4 RGBA, others one by one; grey: always one by one",
+    )
+    parser.add_argument(
+        "--save-maps",
+        action="store_true",
+        help="also write <stem>_degradation_map, <stem>_routes images and a <stem>_report.json",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_model_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Restore every input; returns the exit code."""
+    try:
+        restorer = build_restorer(args)
+        routes = parse_routes(args.routes)
+        options = restorer.resolve_options(routes, args.tile, args.overlap, args.plan_per)
+    except (WeightsError, ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(restorer.describe())
+    files, failures = collect_inputs(args.inputs)
+    for problem in failures:
+        print(f"error: {problem}", file=sys.stderr)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs, refused = plan_outputs(files, out_dir)
+    for problem in refused:
+        print(f"error: {problem}", file=sys.stderr)
+    failed, restored = len(failures) + len(refused), 0
+    for source, target in tqdm(jobs, unit="file", disable=args.quiet or len(jobs) < 2, desc="files"):
+        try:
+            report = restore_file(restorer, source, target, args, options)
+        except (ImageError, ValueError, OSError) as err:
+            tqdm.write(f"error: {source}: {err} (skipped)", file=sys.stderr)
+            failed += 1
+            continue
+        restored += 1
+        tqdm.write(f"{source} -> {target} ({report})")
+    print(
+        f"restored {restored} of {restored + failed} inputs into {out_dir}" + (f"; {failed} failed" if failed else "")
+    )
+    return 1 if failed else 0
+
+
+def parse_routes(text: str | None) -> list[int] | None:
+    """``"0,2,1,1,0,2,2,1"`` -> a list of ints (range and length are checked against the model later).
+
+    Raises:
+        ValueError: something other than comma-separated integers.
+    """
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--routes takes comma-separated expert indices such as 0,2,1,1,0,2,2,1, not {text!r}"
+        ) from None
+
+
+def collect_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
+    """Expand files, folders (their image files, not recursive) and glob patterns; drop duplicates.
+
+    Returns:
+        The files in order, and a message for each pattern that matched nothing.
+    """
+    files: list[Path] = []
+    problems: list[str] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
+            problem = f"{pattern}: the folder holds no {'/'.join(IMAGE_SUFFIXES)} files"
+        elif path.is_file():
+            found, problem = [path], ""
+        elif glob.has_magic(pattern):
+            found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            problem = f"{pattern}: matches no files"
+        else:
+            found, problem = [], f"{pattern}: no such file or folder"
+        if not found:
+            problems.append(problem)
+        files.extend(found)
+    unique: dict[Path, Path] = {}
+    for f in files:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values()), problems
+
+
+def output_path(source: Path, out_dir: Path) -> Path:
+    """``OUTDIR/<stem>_restored<suffix>``."""
+    return out_dir / f"{source.stem}_restored{source.suffix}"
+
+
+def plan_outputs(files: list[Path], out_dir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Pair each input with its output, refusing any output that is an input or another input's output."""
+    inputs = {f.resolve() for f in files}
+    taken: dict[Path, Path] = {}
+    jobs, refused = [], []
+    for source in files:
+        target = output_path(source, out_dir)
+        resolved = target.resolve()
+        if resolved in inputs:
+            refused.append(f"{source}: its output {target} is one of the inputs; refusing to overwrite it")
+        elif resolved in taken:
+            refused.append(f"{source}: its output {target} is also {taken[resolved]}'s output; rename one of them")
+        else:
+            taken[resolved] = source
+            jobs.append((source, target))
+    return jobs, refused
+
+
+def restore_file(
+    restorer: Restorer,
+    source: Path,
+    target: Path,
+    args: argparse.Namespace,
+    options: tuple[list[int] | None, int, int],
+) -> str:
+    """Read, restore and write one file (and its maps); returns a short description for the log.
+
+    Raises:
+        ImageError, ValueError, OSError: the file cannot be read, restored or written.
+    """
+    array, file_axes = read_image(source)
+    axes = args.axes or file_axes or infer_axes(array.shape)
+    routes, tile, overlap = options
+    plans: list[tuple[str, Plan]] = []
+    start = time.perf_counter()
+    with tqdm(unit="tile", leave=False, disable=args.quiet, desc=source.name) as bar:
+        restored = restorer.restore(
+            array,
+            routes=routes,
+            tile=tile,
+            overlap=overlap,
+            progress=_bar_updater(bar),
+            axes=axes,
+            plan_per=args.plan_per,
+            channels=args.channels,
+            on_plan=lambda what, plan: plans.append((what, plan)),
+        )
+    seconds = time.perf_counter() - start
+    write_image(target, restored, axes)
+    if args.save_maps:
+        save_maps(
+            target.parent,
+            source,
+            plans,
+            restorer,
+            {
+                "output": str(target),
+                "axes": axes,
+                "tile": tile,
+                "overlap": overlap,
+                "plan_per": args.plan_per,
+                "seconds": round(seconds, 2),
+            },
+        )
+    first = plans[0][1]
+    label = f", {first.label} ({first.confidence:.0%})" if first.label else ""
+    more = f" (+{len(plans) - 1} more plans)" if len(plans) > 1 else ""
+    return f"{array.shape} {array.dtype}, {seconds:.1f} s, routes {','.join(map(str, first.routes))}{more}{label}"
+
+
+def _bar_updater(bar: tqdm) -> Callable[[int, int], None]:
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return update
+
+
+# -- maps and reports ---------------------------------------------------------------------------------
+
+
+def render_degradation_map(plan: Plan, cell: int = 32) -> np.ndarray:
+    """The g x g crop assignment as an RGB uint8 picture: each cell mixes its experts' colours by probability."""
+    probs = plan.degradation_map  # (C, g, g)
+    colours = EXPERT_COLOURS[np.arange(probs.shape[0]) % len(EXPERT_COLOURS)]
+    picture = np.einsum("cij,ck->ijk", probs, colours)
+    return np.repeat(np.repeat(picture, cell, axis=0), cell, axis=1).round().clip(0, 255).astype(np.uint8)
+
+
+def render_routes(plan: Plan, cell: int = 24) -> np.ndarray:
+    """Stages (rows) x experts (columns): grey level = probability, the chosen expert in its colour."""
+    picture = np.repeat(plan.probs[..., None] * 255, 3, axis=2)
+    for stage, expert in enumerate(plan.routes):
+        picture[stage, expert] = EXPERT_COLOURS[expert % len(EXPERT_COLOURS)]
+    picture = np.repeat(np.repeat(picture, cell, axis=0), cell, axis=1)
+    picture[::cell] = picture[:, ::cell] = 64  # grid lines between cells
+    return picture.round().clip(0, 255).astype(np.uint8)
+
+
+def save_maps(out_dir: Path, source: Path, plans: list[tuple[str, Plan]], restorer: Restorer, extra: dict) -> None:
+    """Write the degradation map and routes pictures (PNG for one plan, a TIFF page per plan otherwise) and
+    a JSON report for one input."""
+    stem = source.stem
+    pictures = {
+        "degradation_map": [render_degradation_map(p) for _, p in plans],
+        "routes": [render_routes(p) for _, p in plans],
+    }
+    for name, frames in pictures.items():
+        if len(frames) == 1:
+            write_image(out_dir / f"{stem}_{name}.png", frames[0])
+        else:
+            write_image(out_dir / f"{stem}_{name}.tif", np.stack(frames), "ZYXC")
+    report = {
+        "input": str(source),
+        **extra,
+        "model": restorer.config.name,
+        "weights": restorer.weights,
+        "untrained": restorer.untrained,
+        "device": str(restorer.device),
+        "plans": [{"applies_to": what, **plan.summary()} for what, plan in plans],
+    }
+    write_text(out_dir / f"{stem}_report.json", compact_json(report))
+
+
+def compact_json(data: dict) -> str:
+    """Indented JSON with each innermost list of numbers on one line (a 4x4 map stays readable)."""
+    text = json.dumps(data, indent=1)
+    return re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"

@@ -1,0 +1,400 @@
+"""Image arrays and files: axes, channels, dtype scaling, reading and atomic writing.
+
+The restorer sees every array through two small objects made here:
+
+* ``Layout`` says what each axis is (``axes`` such as ``"TZYXC"``) and how channels are fed to the RGB
+  model: grey (one channel, copied to three), RGB, RGBA (alpha passes through) or several channels
+  restored one by one as grey. Its ``canonical`` view puts the axes in the order ``(stack..., Y, X, C)``
+  without copying.
+* ``Scaling`` maps raw values to the model's [0, 1] and back. uint8 uses the fixed range 0-255; every
+  other dtype (uint16, float, ...) uses the data's own minimum and maximum, taken over the whole array,
+  so every slice and tile is scaled alike and no seam or flicker can come from the scaling.
+
+Files: TIFF (stacks, with the axes tifffile reads from the metadata), PNG and JPEG. Writes go to a
+temporary file in the destination folder, then ``os.replace``, so a crash never leaves a half-written
+image under the final name. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+TIFF_SUFFIXES = (".tif", ".tiff")
+CHANNEL_MODES = ("auto", "rgb", "grey")
+
+
+class ImageError(ValueError):
+    """An array or file that cannot be restored, with the reason."""
+
+
+# -- axes and channels ------------------------------------------------------------------------------
+
+
+def infer_axes(shape: Sequence[int]) -> str:
+    """Guess the axes of an array from its shape.
+
+    2-D is ``YX``; 3-D is ``YXC`` when the last axis has 1, 3 or 4 entries, else ``ZYX``; 4-D is ``ZYXC``
+    when the last axis has 3 or 4 entries, else ``TZYX``. Anything else is ambiguous.
+
+    Raises:
+        ImageError: for fewer than 2 or more than 4 dimensions (pass ``axes``).
+    """
+    ndim = len(shape)
+    if ndim == 2:
+        return "YX"
+    if ndim == 3:
+        return "YXC" if shape[-1] in (1, 3, 4) else "ZYX"
+    if ndim == 4:
+        return "ZYXC" if shape[-1] in (3, 4) else "TZYX"
+    if ndim < 2:
+        raise ImageError(f"an image needs at least 2 dimensions (Y, X), got shape {tuple(shape)}")
+    raise ImageError(
+        f"cannot guess the axes of a {ndim}-D array of shape {tuple(shape)}: pass axes, one letter per "
+        f"dimension with Y and X and optionally C (channels), e.g. axes='TZCYX'"
+    )
+
+
+def check_axes(axes: str, shape: Sequence[int]) -> str:
+    """Validate an axes string against a shape and return it upper-cased.
+
+    Raises:
+        ImageError: wrong length, repeated letters, no Y or X, or more than one C.
+    """
+    axes = axes.upper()
+    if len(axes) != len(shape):
+        raise ImageError(
+            f"axes {axes!r} has {len(axes)} letters but the array has {len(shape)} dimensions (shape {tuple(shape)})"
+        )
+    if len(set(axes)) != len(axes):
+        raise ImageError(f"axes {axes!r} repeats a letter")
+    if "Y" not in axes or "X" not in axes:
+        raise ImageError(f"axes {axes!r} must name Y and X")
+    return axes
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What each axis of an array is and how its channels reach the model.
+
+    Attributes:
+        axes: one letter per dimension of the input (``Y``, ``X``, optional ``C``, any others are stack axes).
+        shape: the input's shape.
+        mode: ``grey`` (no or one channel), ``rgb``, ``rgba`` (alpha untouched) or ``channels`` (each
+            channel restored as a grey image).
+        groups: channel ranges ``(start, stop)`` of the canonical view fed to the model together.
+        passthrough: channels copied unchanged (alpha).
+    """
+
+    axes: str
+    shape: tuple[int, ...]
+    mode: str
+    groups: tuple[tuple[int, int], ...]
+    passthrough: tuple[int, ...] = ()
+
+    @property
+    def stack_axes(self) -> str:
+        """Axes other than Y, X and C, in input order (the canonical view's leading axes)."""
+        return "".join(a for a in self.axes if a not in "YXC")
+
+    @property
+    def stack_shape(self) -> tuple[int, ...]:
+        """Lengths of the stack axes (``()`` for a single 2-D image)."""
+        return tuple(self.shape[self.axes.index(a)] for a in self.stack_axes)
+
+    @property
+    def height(self) -> int:
+        """Length of Y."""
+        return self.shape[self.axes.index("Y")]
+
+    @property
+    def width(self) -> int:
+        """Length of X."""
+        return self.shape[self.axes.index("X")]
+
+    @property
+    def order(self) -> tuple[int, ...]:
+        """Permutation of the input's dimensions into ``(stack..., Y, X[, C])``."""
+        canonical = self.stack_axes + "YX" + ("C" if "C" in self.axes else "")
+        return tuple(self.axes.index(a) for a in canonical)
+
+    def canonical(self, array: Any) -> Any:
+        """A view of ``array`` (numpy or dask) with axes ``(stack..., Y, X, C)``; C has length 1 for grey."""
+        view = array.transpose(self.order)
+        return view if "C" in self.axes else view[..., None]
+
+    def original(self, canonical: Any) -> Any:
+        """Inverse of ``canonical``: back to the input's axis order."""
+        view = canonical if "C" in self.axes else canonical[..., 0]
+        return view.transpose(tuple(np.argsort(self.order)))
+
+    def describe(self, index: tuple[int, ...], group: int) -> str:
+        """Human-readable name of one 2-D image of the array, e.g. ``"Z=3, C=1"`` (``"image"`` for 2-D)."""
+        parts = [f"{a}={i}" for a, i in zip(self.stack_axes, index, strict=True)]
+        if self.mode == "channels" and len(self.groups) > 1:
+            parts.append(f"C={self.groups[group][0]}")
+        return ", ".join(parts) or "image"
+
+
+def make_layout(shape: Sequence[int], axes: str | None = None, channels: str = "auto") -> Layout:
+    """Describe an array for restoration.
+
+    Args:
+        shape: the array's shape.
+        axes: one letter per dimension (``"TZYX"``, ``"ZYXC"``, ``"YXC"``); ``None`` infers it (``infer_axes``).
+        channels: ``auto`` (3 channels are RGB, 4 are RGBA, any other count is restored channel by channel),
+            ``rgb`` (require RGB or RGBA) or ``grey`` (every channel on its own, even 3 or 4 of them).
+
+    Raises:
+        ImageError: empty array, bad axes, or a channel mode the data cannot take.
+    """
+    shape = tuple(int(s) for s in shape)
+    if channels not in CHANNEL_MODES:
+        raise ImageError(f"channels must be one of {CHANNEL_MODES}, not {channels!r}")
+    if any(s == 0 for s in shape):
+        raise ImageError(f"the image is empty (shape {shape})")
+    axes = check_axes(axes, shape) if axes is not None else infer_axes(shape)
+    n = shape[axes.index("C")] if "C" in axes else 1
+    if n == 1:
+        return Layout(axes, shape, "grey", ((0, 1),))
+    if channels == "rgb" and n not in (3, 4):
+        raise ImageError(f"channels='rgb' needs 3 or 4 channels, the image has {n}")
+    if channels != "grey" and n == 3:
+        return Layout(axes, shape, "rgb", ((0, 3),))
+    if channels != "grey" and n == 4:
+        return Layout(axes, shape, "rgba", ((0, 3),), passthrough=(3,))
+    return Layout(axes, shape, "channels", tuple((c, c + 1) for c in range(n)))
+
+
+# -- values -------------------------------------------------------------------------------------------
+
+
+def check_dtype(dtype: np.dtype) -> np.dtype:
+    """Accept unsigned/signed integers and floats.
+
+    Raises:
+        ImageError: for bool, complex, object and other dtypes.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "uif":
+        raise ImageError(f"cannot restore an array of dtype {dtype}: use an integer or float dtype")
+    return dtype
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Affine map of each channel of the canonical view to [0, 1] and back.
+
+    Attributes:
+        offset: per channel, the raw value that maps to 0.
+        scale: per channel, the raw range that maps to 1.
+        dtype: the data's dtype, restored on the way back.
+    """
+
+    offset: np.ndarray
+    scale: np.ndarray
+    dtype: np.dtype
+
+    @classmethod
+    def fit(cls, canonical: Any, layout: Layout) -> Scaling:
+        """The scaling of an array's canonical view (numpy, or dask: computes the minimum and maximum).
+
+        Channels restored together share one range so colours keep their balance.
+
+        Raises:
+            ImageError: bad dtype, or NaN or infinite values.
+        """
+        dtype = check_dtype(canonical.dtype)
+        channels = canonical.shape[-1]
+        if dtype == np.uint8:
+            return cls(np.zeros(channels), np.full(channels, 255.0), dtype)
+        low, high = _channel_ranges(canonical)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ImageError(
+                "the image contains NaN or infinite values; replace them first "
+                "(e.g. numpy.nan_to_num) so the restored values mean something"
+            )
+        offset, scale = np.zeros(channels), np.ones(channels)
+        for start, stop in layout.groups:
+            lo, hi = low[start:stop].min(), high[start:stop].max()
+            offset[start:stop] = lo
+            scale[start:stop] = hi - lo if hi > lo else 1.0  # a constant image maps to 0 and back
+        return cls(offset, scale, dtype)
+
+    def to_unit(self, block: np.ndarray, group: tuple[int, int]) -> np.ndarray:
+        """Raw ``(..., C)`` values of channels ``group`` -> float32 in [0, 1] (one small copy)."""
+        start, stop = group
+        out = block[..., start:stop].astype(np.float32)
+        out -= self.offset[start:stop].astype(np.float32)
+        out *= (1.0 / self.scale[start:stop]).astype(np.float32)
+        return out
+
+    def from_unit(self, block: np.ndarray, group: tuple[int, int]) -> np.ndarray:
+        """float32 values in [0, 1] of channels ``group`` -> the data's range and dtype.
+
+        Integers are rounded and clipped to the dtype's range; floats keep whatever range comes back.
+        """
+        start, stop = group
+        out = block * self.scale[start:stop].astype(np.float32) + self.offset[start:stop].astype(np.float32)
+        if self.dtype.kind in "ui":
+            info = np.iinfo(self.dtype)
+            np.rint(out, out=out)
+            np.clip(out, info.min, info.max, out=out)
+        return out.astype(self.dtype)
+
+
+def _channel_ranges(canonical: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel minimum and maximum over all other axes, as float64 numpy arrays."""
+    axes = tuple(range(canonical.ndim - 1))
+    low, high = canonical.min(axis=axes), canonical.max(axis=axes)
+    if hasattr(low, "compute"):  # dask: one pass over the data for both
+        import dask
+
+        low, high = dask.compute(low, high)
+    return np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+
+
+# -- files --------------------------------------------------------------------------------------------
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, str | None]:
+    """Read a TIFF (any stack), PNG or JPEG file.
+
+    Returns:
+        The array and its axes when the file says (TIFF metadata; ``S`` samples become ``C``), or the
+        plain 2-D/colour layout of PNG and JPEG; ``None`` when unknown.
+
+    Raises:
+        ImageError: missing, unsupported or unreadable file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ImageError(f"{path}: unsupported file type {suffix!r}; supported: {', '.join(IMAGE_SUFFIXES)}")
+    if not path.is_file():
+        raise ImageError(f"{path} does not exist")
+    try:
+        if suffix in TIFF_SUFFIXES:
+            return _read_tiff(path)
+        _refuse_deep_colour_png(path)
+        import imageio.v3 as iio
+
+        array = np.asarray(iio.imread(path, plugin="pillow"))
+    except ImageError:
+        raise
+    except Exception as err:  # readers raise many types for a corrupt file
+        raise ImageError(f"cannot read {path}: not a readable {suffix[1:].upper()} image ({_first_line(err)})") from err
+    return array, ("YX" if array.ndim == 2 else "YXC")
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Move a finished temporary file onto ``path``, with the permissions a plain ``open`` would give
+    (``mkstemp`` makes it readable by its owner only)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _refuse_deep_colour_png(path: Path) -> None:
+    """Pillow reads 16-bit colour PNGs as 8 bits; refuse them rather than lose precision silently."""
+    if path.suffix.lower() != ".png":
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    # Signature (8), IHDR length and type (8), width and height (8), then bit depth and colour type.
+    if len(head) == 26 and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 4, 6):
+        raise ImageError(f"{path} is a 16-bit colour PNG, which would be read as 8 bits; save it as TIFF")
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, str | None]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        array = series.asarray()
+        axes = series.axes.upper()
+    if "S" in axes and "C" not in axes:
+        axes = axes.replace("S", "C")
+    try:
+        return array, check_axes(axes, array.shape)
+    except ImageError:
+        return array, None  # metadata we cannot use: let the shape decide
+
+
+def write_image(path: str | Path, array: np.ndarray, axes: str | None = None) -> Path:
+    """Write an image atomically: a temporary file in the same folder, then ``os.replace``.
+
+    Args:
+        path: destination (``.tif``/``.tiff``, ``.png``, ``.jpg``/``.jpeg``); its folder must exist.
+        array: the image.
+        axes: axes to record in a TIFF (``ZYX``...); ignored for PNG and JPEG.
+
+    Raises:
+        ImageError: a format that cannot hold this array (e.g. float in PNG, a stack in JPEG).
+    """
+    from slerir_core.checkpoint import atomic_path  # imports torch: only when writing
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ImageError(f"{path}: unsupported file type {suffix!r}; supported: {', '.join(IMAGE_SUFFIXES)}")
+    if suffix not in TIFF_SUFFIXES:
+        _check_flat_format(path, array)
+    tmp = atomic_path(path)
+    try:
+        if suffix in TIFF_SUFFIXES:
+            _write_tiff(tmp, array, axes)
+        else:
+            import imageio.v3 as iio
+
+            options = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
+            iio.imwrite(tmp, array, plugin="pillow", extension=suffix, **options)
+        _publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file (a JSON report) atomically, as ``write_image`` does."""
+    from slerir_core.checkpoint import atomic_path
+
+    path = Path(path)
+    tmp = atomic_path(path)
+    try:
+        tmp.write_text(text)
+        _publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _check_flat_format(path: Path, array: np.ndarray) -> None:
+    """PNG holds uint8 grey, RGB or RGBA and uint16 grey; JPEG holds uint8 grey or RGB."""
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    grey = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 1)
+    colour = array.ndim == 3 and array.shape[-1] in ((3,) if jpeg else (3, 4))
+    ok = ((grey or colour) and array.dtype == np.uint8) or (not jpeg and grey and array.dtype == np.uint16)
+    if not ok:
+        raise ImageError(f"{path.suffix} cannot hold a {array.dtype} array of shape {array.shape}; write a .tif")
+
+
+def _write_tiff(path: Path, array: np.ndarray, axes: str | None) -> None:
+    import tifffile
+
+    rgb = axes is not None and axes.endswith("C") and array.shape[-1] in (3, 4)
+    metadata = None
+    if axes is not None:
+        metadata = {"axes": axes[:-1] + "S" if rgb else axes}
+    tifffile.imwrite(path, array, photometric="rgb" if rgb else "minisblack", metadata=metadata)

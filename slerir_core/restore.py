@@ -1,0 +1,689 @@
+"""The Restorer: route once per image, then restore tile by tile, for any size, dtype and stack.
+
+How an image is restored (DESIGN.md, "The data path"):
+
+1. ``Restorer.plan`` analyses a whole 2-D image once: routes for the eight stages, routing probabilities,
+   the degradation map of the 4x4 crops, the task label when the model has task prototypes, and the
+   GLGF prior. Images larger than ``PLAN_SIDE`` are first block-averaged down to it, strip by strip (the
+   extractors see 32-224 px views anyway), so planning a 4k image never holds a float copy of it.
+2. ``Restorer.restore`` runs the backbone on overlapping tiles with those routes, each tile reading the
+   matching crop of the prior (``box`` in whole-image fractions). Tiles are blended with separable
+   raised-cosine ramps over their overlaps, normalised per axis by the ramps' sum, so the weights of any
+   pixel add up to one and no seam shows. Rows of tiles are accumulated in a float32 band a couple of
+   tiles high and written out (rounded, clipped, cast) as soon as no later tile touches them: beyond the
+   input and output arrays, memory does not grow with the image.
+3. Stacks (any leading axes: T, Z, ...) are restored one 2-D image at a time; channels that are not RGB
+   are restored one by one as grey (``slerir_core.io.Layout``). ``plan_per="slice"`` plans every 2-D
+   image; ``plan_per="stack"`` plans once per channel group on the *middle slice* and shares that plan.
+   The middle slice, not a max or mean projection, because a projection averages the noise away (or, for
+   the max, biases it) and would misinform the router about the very degradation it must detect.
+4. dask arrays are restored lazily, chunk by chunk, with ``dask.array.map_overlap`` (depth = the tile
+   overlap): each chunk is tiled as above with the shared stack plan and its position in the whole image,
+   so stacks larger than memory work, locally or on a ``dask.distributed`` cluster (the restorer,
+   model included, travels with the task graph)::
+
+       restored = restorer.restore(dask_stack, axes="ZYX")    # lazy, same shape and dtype
+       restored.to_zarr("restored.zarr")                        # or .compute() / tifffile.imwrite(...)
+
+   Computing the value range (one pass) and the plan (the middle slice) happen when ``restore`` is called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slerir_core.checkpoint import load_model
+from slerir_core.config import STAGES, ModelConfig, load_config
+from slerir_core.io import Layout, Scaling, make_layout
+from slerir_core.model import SLERIR
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "slerir-compact.safetensors"
+DEFAULT_CONFIG = "compact"
+PLAN_PER = ("slice", "stack")
+PLAN_SIDE = 1024  # longest side of the view the plan is computed on
+
+Progress = Callable[[int, int], None]
+OnPlan = Callable[[str, "Plan"], None]
+Box = tuple[float, float, float, float]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when present, else the CPU; otherwise the named device.
+
+    Raises:
+        ValueError: CUDA asked for but not available.
+    """
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but no CUDA device is available")
+    return device
+
+
+def check_routes(routes: Sequence[int], num_experts: int) -> list[int]:
+    """Validate manual routes: one expert index in ``[0, num_experts)`` per routed stage.
+
+    Raises:
+        ValueError: wrong length or an index out of range.
+    """
+    routes = [int(r) for r in routes]
+    if len(routes) != len(STAGES):
+        raise ValueError(f"routes need {len(STAGES)} expert indices ({', '.join(STAGES)}), got {len(routes)}")
+    bad = [r for r in routes if not 0 <= r < num_experts]
+    if bad:
+        raise ValueError(f"expert indices must be in [0, {num_experts - 1}], got {routes}")
+    return routes
+
+
+# -- the plan -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """What the analysis of one image decided, reused for each of its tiles.
+
+    Attributes:
+        routes: expert index for each of the eight routed stages.
+        probs: (8, C) routing probabilities.
+        degradation_map: (C, g, g) soft assignment of each of the g x g crops to the experts' centres.
+        prior: (1, P, h, w) GLGF prior over the whole image; ``None`` when the model has no GLGF.
+        label: most likely training task (``config.tasks``) when the model has task prototypes, else None.
+        confidence: that task's probability.
+        task_probs: every task's probability.
+        task_map: (T, g, g) task probabilities of each crop, when the model has task prototypes.
+        source: what the plan was computed on (``"image"``, ``"Z=12"``, ...).
+        manual_routes: the routes were set by hand, not by the router.
+    """
+
+    routes: list[int]
+    probs: np.ndarray
+    degradation_map: np.ndarray
+    prior: torch.Tensor | None = None
+    label: str | None = None
+    confidence: float | None = None
+    task_probs: dict[str, float] = field(default_factory=dict)
+    task_map: np.ndarray | None = None
+    source: str = "image"
+    manual_routes: bool = False
+
+    @property
+    def num_experts(self) -> int:
+        """C, the experts per stage of the model that made the plan."""
+        return int(self.probs.shape[-1])
+
+    @property
+    def expert_map(self) -> np.ndarray:
+        """(g, g) the most likely expert of each crop."""
+        return self.degradation_map.argmax(axis=0)
+
+    def with_routes(self, routes: Sequence[int]) -> Plan:
+        """The same plan with manual routes (validated); prior and maps are kept.
+
+        Raises:
+            ValueError: wrong length or an expert index out of range.
+        """
+        return replace(self, routes=check_routes(routes, self.num_experts), manual_routes=True)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description (everything but the prior)."""
+        return {
+            "source": self.source,
+            "routes": list(self.routes),
+            "manual_routes": self.manual_routes,
+            "stages": list(STAGES),
+            "probs": np.round(self.probs, 4).tolist(),
+            "label": self.label,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "task_probs": {k: round(v, 4) for k, v in self.task_probs.items()},
+            "degradation_map": np.round(self.degradation_map, 4).tolist(),
+            "expert_map": self.expert_map.tolist(),
+            "task_map": None if self.task_map is None else np.round(self.task_map, 4).tolist(),
+        }
+
+
+# -- tiling -------------------------------------------------------------------------------------------
+
+
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Start and stop of the fewest tiles of size ``tile`` covering ``length`` with overlaps >= ``overlap``.
+
+    Tiles are spread evenly, so the overlaps are equal (give or take a pixel) instead of one thin last
+    tile; ``tile=0`` or a short axis gives a single span.
+    """
+    if tile <= 0 or length <= tile:
+        return [(0, length)]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    step = (length - tile) / (count - 1)
+    return [(round(i * step), round(i * step) + tile) for i in range(count)]
+
+
+def ramp(n: int) -> np.ndarray:
+    """Raised cosine rising over ``n`` samples, strictly inside (0, 1); ``ramp(n) + ramp(n)[::-1] == 1``."""
+    return (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
+
+
+def blend_weights(spans: Sequence[tuple[int, int]], length: int) -> list[np.ndarray]:
+    """Per span, 1-D weights that ramp over the overlaps with its neighbours and, summed over spans, give 1.
+
+    A tile's edges, where its convolutions and attention saw the least context, get the least weight.
+    """
+    weights = []
+    for i, (start, stop) in enumerate(spans):
+        w = np.ones(stop - start, np.float32)
+        if i > 0:
+            n = min(spans[i - 1][1] - start, (stop - start) // 2)
+            w[:n] *= ramp(n)
+        if i + 1 < len(spans):
+            n = min(stop - spans[i + 1][0], (stop - start) // 2)
+            w[len(w) - n :] *= ramp(n)[::-1]
+        weights.append(w)
+    total = np.zeros(length, np.float32)
+    for (start, stop), w in zip(spans, weights, strict=True):
+        total[start:stop] += w
+    return [w / total[start:stop] for (start, stop), w in zip(spans, weights, strict=True)]
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Rows and columns of tiles over an image, with their normalised blending weights.
+
+    The 2-D weight of tile (i, j) is ``row_weights[i][:, None] * col_weights[j][None, :]``; since each
+    axis' weights sum to one, so do the tiles' weights at every pixel.
+    """
+
+    rows: tuple[tuple[int, int], ...]
+    cols: tuple[tuple[int, int], ...]
+    row_weights: tuple[np.ndarray, ...]
+    col_weights: tuple[np.ndarray, ...]
+
+    @classmethod
+    def build(cls, height: int, width: int, tile: int, overlap: int) -> TileGrid:
+        """The grid for an image of ``height`` x ``width`` (``tile=0``: one tile, the whole image)."""
+        rows, cols = tile_spans(height, tile, overlap), tile_spans(width, tile, overlap)
+        return cls(tuple(rows), tuple(cols), tuple(blend_weights(rows, height)), tuple(blend_weights(cols, width)))
+
+    def __len__(self) -> int:
+        """Number of tiles."""
+        return len(self.rows) * len(self.cols)
+
+
+def middle_index(shape: Sequence[int]) -> tuple[int, ...]:
+    """Index of the middle element along each axis (the middle slice of a stack)."""
+    return tuple(n // 2 for n in shape)
+
+
+def is_dask(array: Any) -> bool:
+    """True for a dask array (checked without importing dask)."""
+    return type(array).__module__.startswith("dask.") and hasattr(array, "chunks")
+
+
+# -- the restorer -------------------------------------------------------------------------------------
+
+
+class Restorer:
+    """Restores images of any size, dtype and stack shape with a SLER-IR model.
+
+    Args:
+        model: the network (put in eval mode with hard routing).
+        device: ``None``/``"auto"`` picks CUDA when present, else the CPU.
+        autocast: bf16 autocast; ``None`` turns it on on CUDA.
+        weights: where the weights came from, for reports.
+        untrained: the model is freshly initialised (its output is not a restoration).
+
+    Example::
+
+        restorer = Restorer.from_pretrained()                  # shipped weights
+        plan = restorer.plan(image)                            # routes, maps, prior
+        restored = restorer.restore(image, plan=plan, tile=256)
+    """
+
+    def __init__(
+        self,
+        model: SLERIR,
+        device: str | torch.device | None = None,
+        *,
+        autocast: bool | None = None,
+        weights: str | None = None,
+        untrained: bool = False,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.model.routing = "hard"
+        self.autocast = self.device.type == "cuda" if autocast is None else autocast
+        self.weights = weights
+        self.untrained = untrained
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        device: str | torch.device | None = None,
+        config: str | Path | ModelConfig | None = None,
+    ) -> Restorer:
+        """A restorer from a weights file, the shipped weights, or an untrained model of a config.
+
+        Args:
+            path: a SLER-IR weights file; ``None`` uses the shipped ``DEFAULT_WEIGHTS`` when present.
+            device: as for ``Restorer``.
+            config: with no ``path``, build a freshly initialised (untrained) model of this config (a name
+                such as ``"tiny"``, a YAML path or a ``ModelConfig``) instead of loading the shipped weights.
+
+        Raises:
+            slerir_core.checkpoint.WeightsError: a missing, corrupt or mismatched weights file.
+            ValueError: both a weights file and a config (the file holds its own config).
+        """
+        if path is not None and config is not None:
+            raise ValueError(
+                "give a weights file or a config for an untrained model, not both (a weights file holds its own config)"
+            )
+        device = resolve_device(device)
+        if path is None and config is None and DEFAULT_WEIGHTS.is_file():
+            path = DEFAULT_WEIGHTS
+        if path is not None:
+            return cls(load_model(path, device), device, weights=str(path))
+        config_given = config is not None
+        if not isinstance(config, ModelConfig):
+            config = load_config(config or DEFAULT_CONFIG)
+        why = "a config was given without weights" if config_given else f"no weights file at {DEFAULT_WEIGHTS}"
+        warnings.warn(
+            f"SLER-IR: using a freshly initialised, UNTRAINED {config.name!r} model ({why}). Its output is the "
+            "input plus noise, not a restoration: pass a trained weights file.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return cls(SLERIR(config), device, untrained=True)
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model's configuration."""
+        return self.model.config
+
+    def describe(self) -> str:
+        """One line saying which model runs where, and whether it is trained."""
+        source = "UNTRAINED (freshly initialised)" if self.untrained else (self.weights or "model object")
+        precision = "bf16 autocast" if self.autocast else "fp32"
+        return f"SLER-IR {self.config.name!r} on {self.device} ({precision}), weights: {source}"
+
+    def task_routes(self) -> dict[str, list[int]]:
+        """The expert path of each training task: the router's choice for the task's prototype vectors.
+
+        Empty when the model has no task prototypes (no ``config.tasks``, or untrained all-zero ones).
+        """
+        protos = self.model.task_prototypes
+        if not self.config.tasks or not bool(protos.any()):
+            return {}
+        with torch.inference_mode():
+            probs = self.model.router.probabilities(torch.nn.functional.normalize(protos.float(), dim=-1))
+        return {name: path for name, path in zip(self.config.tasks, probs.argmax(dim=-1).tolist(), strict=True)}
+
+    # -- planning -------------------------------------------------------------------------------------
+
+    def plan(self, image: Any, axes: str | None = None, channels: str = "auto") -> Plan:
+        """Analyse an image once: routes, routing probabilities, degradation label and maps, prior.
+
+        A 2-D image (grey, RGB, RGBA) is planned whole. A stack is planned on its middle slice and data
+        whose channels are restored one by one on the middle channel (what ``plan_per="stack"`` shares);
+        pass a single slice or channel to plan another.
+
+        Args:
+            image: numpy (or dask) array, any dtype ``restore`` takes.
+            axes, channels: as for ``restore``.
+        """
+        layout, canon, scaling = self._prepare(image, axes, channels)
+        index, group = middle_index(layout.stack_shape), len(layout.groups) // 2
+        return self._plan_plane(canon[index], scaling, layout.groups[group], layout.describe(index, group))
+
+    @torch.inference_mode()
+    def _plan_plane(self, plane: Any, scaling: Scaling, group: tuple[int, int], source: str) -> Plan:
+        """Plan one 2-D image ``plane`` (canonical ``(Y, X, C)``, numpy or dask) from channels ``group``."""
+        x = planning_view(plane, scaling, group)
+        tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(self.device)
+        with self._autocast():
+            info = self.model.analyse(tensor.expand(-1, 3, -1, -1))
+        return self._plan_from(info, source)
+
+    def _plan_from(self, info: dict[str, torch.Tensor], source: str) -> Plan:
+        """Turn ``SLERIR.analyse`` output for one image into a Plan."""
+
+        def numpy(key: str) -> np.ndarray:
+            return info[key][0].float().cpu().numpy()
+
+        label, confidence, task_probs, task_map = None, None, {}, None
+        tasks = self.config.tasks
+        if "task_probs" in info and tasks and bool(self.model.task_prototypes.any()):
+            probs = numpy("task_probs")
+            task_probs = {name: float(p) for name, p in zip(tasks, probs, strict=True)}
+            label, confidence = tasks[int(probs.argmax())], float(probs.max())
+            task_map = numpy("task_map") if "task_map" in info else None
+        prior = info.get("prior")
+        return Plan(
+            routes=[int(r) for r in info["routes"][0].tolist()],
+            probs=numpy("probs"),
+            degradation_map=numpy("degradation_map"),
+            prior=None if prior is None else prior.float(),
+            label=label,
+            confidence=confidence,
+            task_probs=task_probs,
+            task_map=task_map,
+            source=source,
+        )
+
+    # -- restoration ----------------------------------------------------------------------------------
+
+    def restore(
+        self,
+        image: Any,
+        plan: Plan | None = None,
+        routes: Sequence[int] | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+        progress: Progress | None = None,
+        axes: str | None = None,
+        plan_per: str = "slice",
+        channels: str = "auto",
+        on_plan: OnPlan | None = None,
+    ) -> Any:
+        """Restore an image or a stack; returns an array of the same shape and dtype.
+
+        Args:
+            image: numpy array (2-D grey, (H, W, 3) RGB, (H, W, 4) RGBA with alpha untouched,
+                multi-channel, stacks with any leading axes), uint8, uint16 (or other integers) or float; a
+                dask array gives a lazy dask array back (restored chunk by chunk with one shared plan).
+            plan: use this plan for every 2-D image instead of planning.
+            routes: 8 expert indices overriding the plan's routes.
+            tile: tile size in pixels; ``None`` uses the config's, ``0`` restores each image in one piece.
+            overlap: overlap of neighbouring tiles; ``None`` uses the config's (at most a quarter tile).
+            progress: called with ``(done, total)`` tiles.
+            axes: one letter per dimension, e.g. ``"TZYX"``, ``"ZYXC"``, ``"YXC"``; inferred for up to 4-D.
+            plan_per: ``"slice"`` plans every 2-D image, ``"stack"`` plans each channel group once, on the
+                middle slice, and shares it.
+            channels: ``"auto"`` (3 channels RGB, 4 RGBA, others one by one), ``"rgb"`` or ``"grey"``.
+            on_plan: called with ``(what it applies to, plan)`` for each plan used, e.g. for reports.
+
+        Raises:
+            ValueError: bad routes, tile, axes, channels or plan_per; empty or non-finite images.
+        """
+        steps = self.restore_steps(image, plan, routes, tile, overlap, progress, axes, plan_per, channels, on_plan)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                return stop.value
+
+    def restore_steps(
+        self,
+        image: Any,
+        plan: Plan | None = None,
+        routes: Sequence[int] | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+        progress: Progress | None = None,
+        axes: str | None = None,
+        plan_per: str = "slice",
+        channels: str = "auto",
+        on_plan: OnPlan | None = None,
+    ) -> Generator[tuple[int, int], None, Any]:
+        """``restore`` as a generator: yields ``(done, total)`` tiles and returns the restored array.
+
+        Stop iterating to cancel between tiles (e.g. in a napari ``thread_worker``). The first yield is
+        ``(0, total)``, before any work. A dask input yields nothing and returns the lazy result.
+        """
+        routes, tile, overlap = self.resolve_options(routes, tile, overlap, plan_per)
+        if is_dask(image):
+            return self._restore_lazy(image, plan, routes, tile, overlap, axes, channels, on_plan)
+        array = np.asarray(image)
+        layout, canon, scaling = self._prepare(array, axes, channels)
+        out = np.empty(array.shape, array.dtype)
+        out_canon = layout.canonical(out)
+        grid = TileGrid.build(layout.height, layout.width, tile, overlap)
+        total = math.prod(layout.stack_shape) * len(layout.groups) * len(grid)
+        done = 0
+        yield _report(progress, done, total)
+        plans = _PlanChooser(self, layout, canon, scaling, plan, routes, plan_per, on_plan)
+        frame = (0, 0, layout.height, layout.width)
+        for index in np.ndindex(layout.stack_shape):
+            for g, group in enumerate(layout.groups):
+                unit_plan = plans.get(index, g)
+                for _ in self._restore_plane_steps(
+                    canon[index], out_canon[index], scaling, group, unit_plan, grid, frame
+                ):
+                    done += 1
+                    yield _report(progress, done, total)
+            for c in layout.passthrough:
+                out_canon[index][..., c] = canon[index][..., c]
+        return out
+
+    def resolve_options(
+        self,
+        routes: Sequence[int] | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+        plan_per: str = "slice",
+    ) -> tuple[list[int] | None, int, int]:
+        """Validate the options ``restore`` takes for any input, filling in the config's tile and overlap.
+
+        Returns:
+            The routes (or None), tile and overlap that ``restore`` will use.
+
+        Raises:
+            ValueError: naming the bad option.
+        """
+        if plan_per not in PLAN_PER:
+            raise ValueError(f"plan_per must be one of {PLAN_PER}, not {plan_per!r}")
+        if routes is not None:
+            routes = check_routes(routes, self.config.num_experts)
+        tile = self.config.tile if tile is None else int(tile)
+        if tile != 0 and tile < 16:
+            raise ValueError(f"tile must be 0 (no tiling) or at least 16 pixels, got {tile}")
+        if tile == 0:
+            return routes, 0, 0  # one piece: nothing overlaps
+        if overlap is None:
+            overlap = min(self.config.overlap, tile // 4)
+        if not 0 <= overlap < tile / 2:
+            raise ValueError(f"overlap must be in [0, tile / 2) = [0, {tile / 2:g}), got {overlap}")
+        return routes, tile, int(overlap)
+
+    def _prepare(self, image: Any, axes: str | None, channels: str) -> tuple[Layout, Any, Scaling]:
+        """Layout, canonical ``(stack..., Y, X, C)`` view and value scaling of an input (validated)."""
+        if not is_dask(image):
+            image = np.asarray(image)
+        layout = make_layout(image.shape, axes, channels)
+        canon = layout.canonical(image)
+        return layout, canon, Scaling.fit(canon, layout)
+
+    def _restore_plane_steps(
+        self,
+        plane: np.ndarray,
+        out: np.ndarray,
+        scaling: Scaling,
+        group: tuple[int, int],
+        plan: Plan,
+        grid: TileGrid,
+        frame: tuple[int, int, int, int],
+    ) -> Iterator[None]:
+        """Restore channels ``group`` of one 2-D image into ``out``, yielding after each tile.
+
+        Args:
+            plane, out: canonical ``(Y, X, C)`` input and output.
+            frame: (top, left, height, width) of ``plane`` in the image the plan's prior covers.
+        """
+        height, width = plane.shape[:2]
+        top, left, full_h, full_w = frame
+        start, stop = group
+        routes = torch.tensor([plan.routes], dtype=torch.long, device=self.device)
+        prior = None if plan.prior is None else plan.prior.to(self.device)
+        band = np.zeros((0, width, stop - start), np.float32)  # rows [band_top, band_top + len(band))
+        band_top = 0
+        for i, ((y0, y1), wy) in enumerate(zip(grid.rows, grid.row_weights, strict=True)):
+            grow = y1 - band_top - band.shape[0]
+            if grow > 0:
+                band = np.concatenate([band, np.zeros((grow, width, stop - start), np.float32)])
+            for (x0, x1), wx in zip(grid.cols, grid.col_weights, strict=True):
+                box = ((top + y0) / full_h, (left + x0) / full_w, (top + y1) / full_h, (left + x1) / full_w)
+                restored = self._run_tile(scaling.to_unit(plane[y0:y1, x0:x1], group), routes, prior, box)
+                restored *= wy[:, None, None]
+                restored *= wx[None, :, None]
+                band[y0 - band_top : y1 - band_top, x0:x1] += restored
+                yield
+            # Rows above the next tile row are final: no later tile touches them.
+            final = (grid.rows[i + 1][0] if i + 1 < len(grid.rows) else height) - band_top
+            out[band_top : band_top + final, :, start:stop] = scaling.from_unit(band[:final], group)
+            band, band_top = band[final:], band_top + final
+
+    @torch.inference_mode()
+    def _run_tile(self, x: np.ndarray, routes: torch.Tensor, prior: torch.Tensor | None, box: Box) -> np.ndarray:
+        """Backbone on one tile: (h, w, k) float32 in [0, 1], k = 1 (grey, fed as 3 equal channels) or 3."""
+        tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(self.device)
+        with self._autocast():
+            y = self.model.restore_features(tensor.expand(-1, 3, -1, -1), routes, prior, box)
+        y = y[0].float().permute(1, 2, 0).cpu().numpy()
+        return y.mean(axis=2, keepdims=True) if x.shape[2] == 1 else y
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    # -- dask -----------------------------------------------------------------------------------------
+
+    def _restore_lazy(
+        self,
+        array: Any,
+        plan: Plan | None,
+        routes: list[int] | None,
+        tile: int,
+        overlap: int,
+        axes: str | None,
+        channels: str,
+        on_plan: OnPlan | None,
+    ) -> Any:
+        """Lazy restoration of a dask array, chunk by chunk with overlap, one shared plan per channel group."""
+        layout, canon, scaling = self._prepare(array, axes, channels)
+        chooser = _PlanChooser(self, layout, canon, scaling, plan, routes, "stack", on_plan)
+        plans = [chooser.get(middle_index(layout.stack_shape), g) for g in range(len(layout.groups))]
+        canon = canon.rechunk({canon.ndim - 1: -1})  # a chunk must hold every channel of its pixels
+        y_axis, x_axis = canon.ndim - 3, canon.ndim - 2
+        depth = {y_axis: min(overlap, *canon.chunks[y_axis]), x_axis: min(overlap, *canon.chunks[x_axis])}
+        block = partial(_restore_block, self, plans, scaling, layout, tile, overlap, canon.chunks, depth)
+        restored = canon.map_overlap(
+            block, depth=depth, boundary="none", dtype=canon.dtype, meta=np.empty((0,) * canon.ndim, canon.dtype)
+        )
+        return layout.original(restored)
+
+
+class _PlanChooser:
+    """Hands out the plan of each 2-D image: the given one, one per channel group, or one per image."""
+
+    def __init__(
+        self,
+        restorer: Restorer,
+        layout: Layout,
+        canon: Any,
+        scaling: Scaling,
+        plan: Plan | None,
+        routes: list[int] | None,
+        plan_per: str,
+        on_plan: OnPlan | None,
+    ) -> None:
+        self.restorer, self.layout, self.canon, self.scaling = restorer, layout, canon, scaling
+        self.given = plan if routes is None or plan is None else plan.with_routes(routes)
+        self.routes, self.plan_per, self.on_plan = routes, plan_per, on_plan
+        self.cache: dict[Any, Plan] = {}
+
+    def get(self, index: tuple[int, ...], group: int) -> Plan:
+        if self.given is not None:
+            key: Any = "given"
+        elif self.plan_per == "stack":
+            key, index = group, middle_index(self.layout.stack_shape)
+        else:
+            key = (index, group)
+            self.cache.clear()  # one image at a time: do not keep every slice's prior alive
+        if key in self.cache:
+            return self.cache[key]
+        plan = self.given
+        if plan is None:
+            plane = self.canon[index]
+            plan = self.restorer._plan_plane(
+                plane, self.scaling, self.layout.groups[group], self.layout.describe(index, group)
+            )
+            plan = plan if self.routes is None else plan.with_routes(self.routes)
+        self.cache[key] = plan
+        if self.on_plan is not None:
+            self.on_plan(self._applies_to(key, index, group), plan)
+        return plan
+
+    def _applies_to(self, key: Any, index: tuple[int, ...], group: int) -> str:
+        if isinstance(key, tuple):
+            return self.layout.describe(index, group)
+        if key == "given" or len(self.layout.groups) == 1:
+            return "all"
+        return f"C={self.layout.groups[group][0]}"
+
+
+def _report(progress: Progress | None, done: int, total: int) -> tuple[int, int]:
+    if progress is not None:
+        progress(done, total)
+    return done, total
+
+
+def planning_view(plane: Any, scaling: Scaling, group: tuple[int, int], side: int = PLAN_SIDE) -> np.ndarray:
+    """Channels ``group`` of a 2-D image as float32 in [0, 1], block-averaged so neither side exceeds ``side``.
+
+    Works strip by strip, so a large image is never copied to float whole. A dask plane is read here.
+    """
+    height, width = plane.shape[:2]
+    fy, fx = math.ceil(height / side), math.ceil(width / side)
+    if fy == fx == 1:
+        return scaling.to_unit(np.asarray(plane), group)
+    h, w = height // fy, width // fx  # the last < fy rows and < fx columns are left out
+    out = np.empty((h, w, group[1] - group[0]), np.float32)
+    rows = max(1, 64 // fy) * fy
+    for r0 in range(0, h * fy, rows):
+        r1 = min(r0 + rows, h * fy)
+        strip = scaling.to_unit(np.asarray(plane[r0:r1, : w * fx]), group)
+        out[r0 // fy : r1 // fy] = strip.reshape((r1 - r0) // fy, fy, w, fx, -1).mean(axis=(1, 3))
+    return out
+
+
+def _restore_block(
+    restorer: Restorer,
+    plans: list[Plan],
+    scaling: Scaling,
+    layout: Layout,
+    tile: int,
+    overlap: int,
+    chunks: tuple[tuple[int, ...], ...],
+    depth: dict[int, int],
+    block: np.ndarray,
+    block_info: dict | None = None,
+) -> np.ndarray:
+    """Restore one overlapped dask chunk (canonical axes) in place of ``map_overlap``'s function."""
+    location = block_info[0]["chunk-location"]
+    y_axis, x_axis = block.ndim - 3, block.ndim - 2
+    # With boundary="none" the first chunk along an axis has no margin before it.
+    top = sum(chunks[y_axis][: location[y_axis]]) - (depth[y_axis] if location[y_axis] else 0)
+    left = sum(chunks[x_axis][: location[x_axis]]) - (depth[x_axis] if location[x_axis] else 0)
+    frame = (top, left, layout.height, layout.width)
+    out = np.empty(block.shape, block.dtype)
+    grid = TileGrid.build(block.shape[y_axis], block.shape[x_axis], tile, overlap)
+    for index in np.ndindex(block.shape[:-3]):
+        for plan, group in zip(plans, layout.groups, strict=True):
+            for _ in restorer._restore_plane_steps(block[index], out[index], scaling, group, plan, grid, frame):
+                pass
+        for c in layout.passthrough:
+            out[index][..., c] = block[index][..., c]
+    return out

@@ -1,0 +1,212 @@
+"""The ``slerir restore``, ``info`` and ``demo`` commands, through ``slerir_core.cli.main``, on the tiny config."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from slerir_core.checkpoint import save_weights
+from slerir_core.cli import main
+from slerir_core.commands import demo
+from slerir_core.config import load_config
+from slerir_core.io import read_image, write_image
+from slerir_core.model import SLERIR
+
+TINY = ["--config", "tiny", "--device", "cpu", "-q"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiles here are tiny: one thread is faster, and immune to other processes holding the second core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A folder with a PNG, a uint16 TIFF stack and a corrupt PNG."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    write_image(folder / "photo.png", rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    write_image(folder / "stack.tif", rng.integers(100, 4000, (3, 32, 40)).astype(np.uint16), "ZYX")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return folder
+
+
+def leftovers(folder):
+    """Temporary or hidden files a crashed or careless write would leave."""
+    return [p.name for p in folder.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_a_corrupt_file_is_reported_the_others_written_and_the_exit_code_is_one(inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["restore", str(inputs), "-o", str(out), *TINY])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "broken.png" in captured.err and "skipped" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["photo_restored.png", "stack_restored.tif"]
+    photo, axes = read_image(out / "photo_restored.png")
+    assert photo.shape == (40, 48, 3) and photo.dtype == np.uint8
+    stack, axes = read_image(out / "stack_restored.tif")
+    assert stack.shape == (3, 32, 40) and stack.dtype == np.uint16 and axes == "ZYX"
+    assert leftovers(out) == [] and leftovers(inputs) == []
+    assert "restored 2 of 3 inputs" in captured.out
+
+
+def test_all_good_inputs_exit_zero_and_globs_and_files_mix(inputs, tmp_path):
+    out = tmp_path / "out"
+    assert main(["restore", str(inputs / "*.tif"), str(inputs / "photo.png"), "-o", str(out), *TINY]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["photo_restored.png", "stack_restored.tif"]
+
+
+def test_missing_inputs_are_reported_and_fail_the_run(inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(
+        [
+            "restore",
+            str(inputs / "photo.png"),
+            str(tmp_path / "nope.png"),
+            str(tmp_path / "*.jpg"),
+            "-o",
+            str(out),
+            *TINY,
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "nope.png: no such file" in err and "matches no files" in err
+    assert [p.name for p in out.iterdir()] == ["photo_restored.png"]
+
+
+def test_an_input_is_never_overwritten(inputs, tmp_path, capsys):
+    """photo.png's output would be photo_restored.png, which is itself an input here."""
+    victim = inputs / "photo_restored.png"
+    write_image(victim, np.zeros((8, 8), np.uint8))
+    before = victim.read_bytes()
+    code = main(["restore", str(inputs / "photo.png"), str(victim), "-o", str(inputs), *TINY])
+    assert code == 1 and "refusing to overwrite" in capsys.readouterr().err
+    assert victim.read_bytes() == before
+    assert (inputs / "photo_restored_restored.png").is_file()  # the other input still ran
+
+
+def test_two_inputs_with_one_output_name_are_not_both_written(tmp_path, capsys):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        write_image(tmp_path / sub / "x.png", np.full((16, 16), 100 if sub == "a" else 200, np.uint8))
+    code = main(
+        ["restore", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "-o", str(tmp_path / "o"), *TINY]
+    )
+    assert code == 1 and "rename one" in capsys.readouterr().err
+
+
+def test_save_maps_writes_pictures_and_a_report_with_the_manual_routes(inputs, tmp_path):
+    out = tmp_path / "out"
+    routes = [0, 2, 1, 1, 0, 2, 2, 1]
+    code = main(
+        [
+            "restore",
+            str(inputs / "photo.png"),
+            "-o",
+            str(out),
+            "--routes",
+            ",".join(map(str, routes)),
+            "--tile",
+            "32",
+            "--overlap",
+            "8",
+            "--save-maps",
+            *TINY,
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "photo_report.json").read_text())
+    (plan,) = report["plans"]
+    assert plan["routes"] == routes and plan["manual_routes"] and report["untrained"] is True
+    assert report["tile"] == 32 and np.array(plan["degradation_map"]).shape == (3, 4, 4)
+    dmap, _ = read_image(out / "photo_degradation_map.png")
+    picture, _ = read_image(out / "photo_routes.png")
+    assert dmap.shape == (128, 128, 3) and picture.shape == (8 * 24, 3 * 24, 3)
+
+
+def test_a_stack_planned_once_has_one_plan_in_its_report(inputs, tmp_path):
+    out = tmp_path / "out"
+    assert (
+        main(["restore", str(inputs / "stack.tif"), "-o", str(out), "--plan-per", "stack", "--save-maps", *TINY]) == 0
+    )
+    report = json.loads((out / "stack_report.json").read_text())
+    assert [(p["applies_to"], p["source"]) for p in report["plans"]] == [("all", "Z=1")]
+    per_slice = tmp_path / "per_slice"
+    assert main(["restore", str(inputs / "stack.tif"), "-o", str(per_slice), "--save-maps", *TINY]) == 0
+    assert len(json.loads((per_slice / "stack_report.json").read_text())["plans"]) == 3
+    maps, _ = read_image(per_slice / "stack_degradation_map.tif")
+    assert maps.shape[0] == 3  # one page per plan
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--routes", "0,1,2"], "8 expert indices"),
+        (["--routes", "0,1,2,0,1,2,0,9"], "must be in"),
+        (["--routes", "a,b"], "comma-separated"),
+        (["--tile", "4"], "tile"),
+    ],
+)
+def test_bad_options_stop_before_any_output(inputs, tmp_path, capsys, option, message):
+    out = tmp_path / "out"
+    assert main(["restore", str(inputs / "photo.png"), "-o", str(out), *option, *TINY]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_a_corrupt_weights_file_is_a_clear_error_and_writes_nothing(inputs, tmp_path, capsys):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"definitely not safetensors")
+    out = tmp_path / "out"
+    code = main(["restore", str(inputs / "photo.png"), "-o", str(out), "--weights", str(weights), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.safetensors" in err and "safetensors" in err and not out.exists()
+
+
+def test_a_weights_file_restores_like_its_model(inputs, tmp_path):
+    torch.manual_seed(3)
+    weights = save_weights(SLERIR(load_config("tiny")), tmp_path / "tiny.safetensors")
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    for out in (out_a, out_b):
+        assert main(["restore", str(inputs / "photo.png"), "-o", str(out), "--weights", str(weights), "-q"]) == 0
+    assert (out_a / "photo_restored.png").read_bytes() == (out_b / "photo_restored.png").read_bytes()
+
+
+def test_info_prints_model_device_and_paths(capsys):
+    assert main(["info", "--config", "tiny", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "'tiny'" in out and "3^8 = 6,561 paths" in out and "parameters" in out and "UNTRAINED" in out
+    assert "cpu" in out
+
+
+def test_info_with_a_corrupt_weights_file_fails_clearly(tmp_path, capsys):
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"\x00" * 4)
+    assert main(["info", "--weights", str(bad)]) == 2
+    assert "w.safetensors" in capsys.readouterr().err
+
+
+def test_demo_writes_the_restored_sample_and_a_before_after_picture(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(demo, "SAMPLE", tmp_path / "no-sample.png")  # exercise the generated sample
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--config", "tiny", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    restored, _ = read_image(out / "sample_restored.png")
+    pair, _ = read_image(out / "before_after.png")
+    assert restored.shape == (256, 256, 3) and pair.shape[1] > 2 * 256 and pair.shape[0] > 256
+    assert "UNTRAINED" in printed and "astronaut" in printed
+
+
+def test_demo_takes_an_input(inputs, tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--input", str(inputs / "stack.tif"), "--out", str(out), "--config", "tiny"]) == 0
+    restored, _ = read_image(out / "stack_restored.png")
+    assert restored.shape == (32, 40, 3) and restored.dtype == np.uint8  # the middle slice, for display
