@@ -1,0 +1,112 @@
+"""Training data: determinism, uniform task sampling, rank sharding, augmentation and the folder layout."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from training.config import DataConfig
+from training.datasets import (
+    DataError,
+    FolderDataset,
+    StreamSampler,
+    SyntheticDataset,
+    augment,
+    folder_items,
+    held_out_clean_images,
+    match_pairs,
+    paired_crop,
+)
+from training.evaluate import folder_test_set
+
+TASKS = ("noise", "rain", "haze", "blur", "lowlight")
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> SyntheticDataset:
+    return SyntheticDataset(DataConfig(tasks=TASKS, crop=32), seed=3)
+
+
+def test_samples_are_a_function_of_seed_epoch_and_index(synthetic):
+    a, b = synthetic[(1, 7)], synthetic[(1, 7)]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+    assert a[0].shape == (3, 32, 32) and a[0].dtype == torch.float32
+    assert float(a[0].min()) >= 0 and float(a[0].max()) <= 1
+    assert not torch.equal(synthetic[(2, 7)][1], a[1])  # another epoch, another crop
+    other = SyntheticDataset(DataConfig(tasks=TASKS, crop=32), seed=4)
+    assert not torch.equal(other[(1, 7)][1], a[1])
+
+
+def test_tasks_are_sampled_uniformly_in_pairs(synthetic):
+    labels = [synthetic.task_of(i) for i in range(100)]
+    assert Counter(labels) == {t: 20 for t in range(len(TASKS))}
+    assert all(labels[2 * i] == labels[2 * i + 1] for i in range(50))
+    batch = StreamSampler(batch_size=10, steps_per_epoch=5).batch(3)
+    assert sorted(synthetic.task_of(i) for _, i in batch) == sorted(2 * list(range(5)))
+
+
+def test_ranks_split_the_global_batch():
+    whole = StreamSampler(batch_size=8, steps_per_epoch=4)
+    ranks = [StreamSampler(batch_size=4, steps_per_epoch=4, rank=r, world_size=2) for r in range(2)]
+    for step in (0, 3, 4, 9):
+        parts = [r.batch(step) for r in ranks]
+        assert not set(parts[0]) & set(parts[1])
+        assert parts[0] + parts[1] == whole.batch(step)
+    assert whole.batch(5)[0][0] == 1  # step 5 is in epoch 1
+    it = iter(StreamSampler(batch_size=2, steps_per_epoch=3, start_step=4))
+    assert next(it) == whole.__class__(batch_size=2, steps_per_epoch=3).batch(4)
+
+
+def test_paired_crop_and_augment_transform_both_images_alike():
+    rng = np.random.default_rng(0)
+    img = rng.random((40, 50, 3)).astype(np.float32)
+    a, b = paired_crop([img, img + 1], 16, rng)
+    assert a.shape == (16, 16, 3) and np.allclose(b, a + 1)
+    a, b = augment([a, b], rng)
+    assert np.allclose(b, a + 1)
+    small = paired_crop([img[:8, :8]], 16, rng)[0]
+    assert small.shape == (16, 16, 3)  # reflect-padded
+
+
+def test_held_out_images_are_not_training_images():
+    from slerir_core.clean_images import skimage_images
+
+    held = held_out_clean_images(3, 32)
+    train_names = {name for name, _ in skimage_images("train")}
+    assert all(img.shape == (32, 32, 3) for _, img in held)
+    assert not {name for name, _ in held} & train_names
+
+
+def test_folder_dataset_matches_pairs_by_name(promptir_root):
+    cfg = DataConfig(type="folders", root=str(promptir_root), tasks=("noise", "rain", "haze", "lowlight"), crop=16)
+    ds = FolderDataset(cfg, seed=0)
+    assert len(ds) == 12
+    seen = Counter()
+    for index in range(16):
+        degraded, clean, label = ds[(0, index)]
+        seen[label] += 1
+        assert degraded.shape == clean.shape == (3, 16, 16)
+        if cfg.tasks[label] != "noise":
+            assert torch.allclose(degraded - clean, torch.full_like(clean, 5 / 255), atol=1e-6)
+    assert set(seen.values()) == {4}
+
+
+def test_unmatched_inputs_are_errors(promptir_root):
+    (promptir_root / "Train" / "Derain" / "gt" / "norain-2.png").unlink()
+    with pytest.raises(DataError, match="no target"):
+        folder_items(promptir_root, "rain", "train")
+    with pytest.raises(DataError, match="pair of folders"):
+        folder_items(promptir_root, "blur", "train")
+    with pytest.raises(DataError, match="no target"):
+        match_pairs([promptir_root / "x_1.png"], [])
+
+
+def test_folder_test_set_crops_to_multiples_of_16(promptir_root):
+    cases = folder_test_set(promptir_root, ["noise", "rain"], sigmas=(15, 50))
+    assert [c.column for c in cases] == ["noise σ=15", "noise σ=50", "rain"]
+    assert all(c.clean.shape == (32, 32, 3) for c in cases)
+    noisy = cases[1].degraded
+    assert noisy.std() > cases[0].degraded.std() > 0 and np.allclose(noisy * 255, np.round(noisy * 255), atol=1e-4)

@@ -1,0 +1,125 @@
+"""Evaluation: metrics, routing statistics, classical baselines and the ``slerir evaluate`` table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from slerir_core.cli import main as cli
+from training.baselines import BASELINES, dark_channel_prior
+from training.evaluate import format_table, generated_test_set, order_columns, psnr_ssim, routing_summary, with_average
+
+
+def test_metrics_follow_the_protocol():
+    rng = np.random.default_rng(0)
+    clean = rng.random((32, 32, 3)).astype(np.float32)
+    assert psnr_ssim(clean, clean) == (100.0, 1.0)
+    p, s = psnr_ssim(np.clip(clean + 0.1, 0, 1), clean)
+    assert 19 < p < 21 and 0 < s < 1
+    assert math.isnan(psnr_ssim(clean, clean, ssim=False)[1])
+
+
+def test_routing_summary_reports_most_common_path_and_purity():
+    tasks = ["noise", "noise", "noise", "haze"]
+    routes = [[0] * 8, [0] * 8, [0] * 7 + [1], [2] * 8]
+    summary = routing_summary(tasks, routes)
+    assert summary["noise"]["path"] == "0-0-0-0-0-0-0-0"
+    assert summary["noise"]["purity"] == pytest.approx(2 / 3)
+    assert summary["noise"]["stage_purity"] == pytest.approx([1] * 7 + [2 / 3])
+    assert summary["haze"]["purity"] == 1.0
+
+
+def test_table_layout_follows_the_paper():
+    cols = order_columns(["micro_blur", "noise σ=50", "rain", "noise σ=15", "haze", "lowlight"])
+    assert cols == ["haze", "rain", "noise σ=15", "noise σ=50", "lowlight", "micro_blur"]
+    rows = {
+        "A": with_average({c: {"psnr": 30.0, "ssim": 0.9} for c in cols}, cols),
+        "B": with_average({"haze": {"psnr": 20.0, "ssim": 0.5}}, cols),
+    }
+    text = format_table(rows, cols)
+    header = text.splitlines()[1]
+    assert header.index("Dehazing") < header.index("Deraining") < header.index("Denoising σ=15")
+    assert "Average" in header and "7×7 uniform window" in text.splitlines()[0]
+    assert "30.00 / 0.900" in text and "20.00 / 0.500*" in text and "—" in text
+
+
+def test_generated_set_is_reproducible_and_baselines_help():
+    cases = generated_test_set(["noise", "haze"], images=2, size=48, sigmas=(25,))
+    again = generated_test_set(["noise", "haze"], images=2, size=48, sigmas=(25,))
+    assert all(np.array_equal(a.degraded, b.degraded) for a, b in zip(cases, again, strict=True))
+    assert [c.column for c in cases] == ["noise σ=25"] * 2 + ["haze"] * 2
+    noisy = [c for c in cases if c.task == "noise"]
+    before = np.mean([psnr_ssim(c.degraded, c.clean, ssim=False)[0] for c in noisy])
+    after = np.mean([psnr_ssim(BASELINES["noise"].run(c.degraded), c.clean, ssim=False)[0] for c in noisy])
+    assert after > before
+
+
+def test_dark_channel_prior_removes_haze():
+    rng = np.random.default_rng(1)
+    clean = (rng.random((64, 64, 3)) * 0.8).astype(np.float32)
+    clean[::3, ::3] = 0.0  # a dark pixel in every patch, as the prior assumes of haze-free images
+    t = np.linspace(0.05, 0.9, 64)[:, None, None]  # transmission falls with distance (top rows: dense haze)
+    hazy = (clean * t + 0.9 * (1 - t)).astype(np.float32)
+    restored = dark_channel_prior(hazy)
+    assert psnr_ssim(restored, clean, ssim=False)[0] > psnr_ssim(hazy, clean, ssim=False)[0] + 4
+
+
+def test_every_baseline_keeps_shape_and_range():
+    img = np.random.default_rng(2).random((32, 32, 3)).astype(np.float32)
+    for baseline in BASELINES.values():
+        out = baseline.run(img)
+        assert out.shape == img.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+
+
+def test_evaluate_command_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "scores.json"
+    code = cli(
+        [
+            "evaluate",
+            "--config",
+            "tiny",
+            "--tasks",
+            "haze",
+            "rain",
+            "noise",
+            "--images",
+            "2",
+            "--size",
+            "64",
+            "--sigmas",
+            "15",
+            "25",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    for title in (
+        "Dehazing",
+        "Deraining",
+        "Denoising σ=15",
+        "Denoising σ=25",
+        "Average",
+        "Degraded input",
+        "Classical (scikit-image)",
+        "SLER-IR (tiny, untrained)",
+        "7×7 uniform window",
+        "Routing",
+    ):
+        assert title in text
+    result = json.loads(out.read_text())
+    assert result["columns"] == ["haze", "rain", "noise σ=15", "noise σ=25"]
+    assert set(result["rows"]) == {"Degraded input", "Classical (scikit-image)", "SLER-IR (tiny, untrained)"}
+    assert result["rows"]["Degraded input"]["haze"]["n"] == 2
+    assert set(result["routing"]) == {"haze", "rain", "noise"}
+
+
+def test_evaluate_reads_real_test_folders(promptir_root, capsys):
+    assert cli(["evaluate", "--data", str(promptir_root), "--sigmas", "25", "--no-baselines"]) == 0
+    text = capsys.readouterr().out
+    assert "Deraining" in text and "Denoising σ=25" in text and "Dehazing" not in text  # no Test/dehaze here
+    assert "all images, whole images" in text

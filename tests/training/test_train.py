@@ -1,0 +1,177 @@
+"""Two-stage training on the tiny config, on a CPU: loss, export, bit-exact resume, stage hand-off, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from slerir_core.checkpoint import load_model
+from slerir_core.cli import main as cli
+from slerir_core.config import ConfigError
+from training.config import load_experiment, with_overrides
+from training.train import update_prototypes
+
+# One validation image per task (and σ) keeps the per-epoch validation cheap; runs whose routes are compared
+# use the same validation set.
+QUICK = ["--set", "data.val_images=1"]
+
+
+def train(*args: str) -> int:
+    return cli(["train", "--config", "tiny-synthetic", *args])
+
+
+def losses(run: Path) -> dict[int, str]:
+    """Step -> loss as written (full precision), from the run's CSV log."""
+    with (run / "train_log.csv").open() as fh:
+        return {int(r["step"]): r["loss"] for r in csv.DictReader(fh)}
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory) -> Path:
+    """A finished 40-step stage-1 run of tiny-synthetic."""
+    out = tmp_path_factory.mktemp("stage1")
+    assert train("--steps", "40", "--out", str(out), *QUICK) == 0
+    return out
+
+
+def test_stage1_lowers_loss_and_exports_labelled_weights(stage1):
+    loss = [float(v) for _, v in sorted(losses(stage1).items())]
+    assert len(loss) == 40
+    assert sum(loss[-10:]) / 10 < sum(loss[:10]) / 10
+    model = load_model(stage1 / "model.safetensors")
+    assert model.config.tasks == ("noise", "rain", "haze", "blur", "lowlight")
+    norms = model.task_prototypes.norm(dim=-1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    assert (stage1 / "checkpoint.pt").is_file() and (stage1 / "tensorboard").is_dir()
+    summary = json.loads((stage1 / "summary.json").read_text())
+    assert summary["finished"] and set(summary["validation"]) == set(model.config.tasks)
+    assert "min_centre_angle" in summary["last"] and "centre_load_0" in summary["last"]
+    # The resolved config in the run folder is itself a valid training config.
+    resolved = load_experiment(stage1 / "config.yaml")
+    assert resolved.model == model.config and resolved.train.stage1.steps == 40
+
+
+def test_resume_continues_bit_exactly(tmp_path):
+    split, whole = tmp_path / "split", tmp_path / "whole"
+    small = [*QUICK, "train.stage1.batch_size=4"]  # exactness does not need big batches
+    assert train("--steps", "30", "--stop-at", "20", "--out", str(split), *small) == 0
+    assert not (split / "model.safetensors").exists()  # stopped, not finished
+    assert max(losses(split)) == 20
+    assert train("--steps", "30", "--out", str(split), "--resume", *small) == 0
+    assert train("--steps", "30", "--out", str(whole), *small) == 0
+    a, b = losses(split), losses(whole)
+    assert [a[s] for s in range(21, 31)] == [b[s] for s in range(21, 31)]
+    wa, wb = load_file(str(split / "model.safetensors")), load_file(str(whole / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_finished_run_is_not_overwritten(stage1, capsys):
+    assert train("--steps", "40", "--out", str(stage1)) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_stage2_freezes_routing_and_keeps_routes(stage1, tmp_path):
+    out = tmp_path / "stage2"
+    init = stage1 / "model.safetensors"
+    assert train("--stage", "2", "--init", str(init), "--steps", "6", "--out", str(out), *QUICK) == 0
+    before, after = load_file(str(init)), load_file(str(out / "model.safetensors"))
+    frozen = ("degradation_extractor.", "content_extractor.", "router.", "task_prototypes")
+    for name, t in before.items():
+        if name.startswith(frozen):
+            assert torch.equal(t, after[name]), f"{name} changed in stage 2"
+    assert any(not torch.equal(t, after[n]) for n, t in before.items() if n.startswith("stages."))
+    s1 = json.loads((stage1 / "summary.json").read_text())["validation"]
+    s2 = json.loads((out / "summary.json").read_text())["validation"]
+    assert {t: r["path"] for t, r in s1.items()} == {t: r["path"] for t, r in s2.items()}
+    assert "hc" not in json.loads((out / "summary.json").read_text())["last"]
+
+
+def test_trains_on_real_data_folders(promptir_root, tmp_path):
+    out = tmp_path / "folders"
+    assert (
+        train(
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--set",
+            "data.type=folders",
+            f"data.root={promptir_root}",
+            "data.tasks=[noise, rain, haze, lowlight]",
+            "data.crop=16",
+            "train.steps_per_epoch=null",
+            "train.stage1.batch_size=8",
+        )
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and set(summary["validation"]) == {"noise", "rain"}  # the test folders present
+
+
+def test_stage2_needs_initial_weights(tmp_path, capsys):
+    assert train("--stage", "2", "--steps", "2", "--out", str(tmp_path / "s2")) == 2
+    assert "--init" in capsys.readouterr().err
+
+
+def test_two_process_ddp_ends_with_identical_weights(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "slerir_core.cli",
+        "train",
+        "--config",
+        "tiny-synthetic",
+        "--steps",
+        "4",
+        "--out",
+        str(out),
+        "--set",
+        "train.stage1.batch_size=4",
+        "data.val_images=1",
+        "train.prototype_batches=1",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    digests = json.loads((out / "summary.json").read_text())["rank_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+
+
+def test_prototypes_are_an_ema_of_task_means():
+    protos = torch.zeros(3, 2, 4)
+    f = torch.nn.functional.normalize(torch.randn(6, 2, 4), dim=-1)
+    labels = torch.tensor([0, 0, 1, 1, 0, 1])
+    update_prototypes(protos, f, labels, momentum=0.5)
+    expected = torch.nn.functional.normalize(f[labels == 0].mean(0), dim=-1)
+    assert torch.allclose(protos[0], expected, atol=1e-6)
+    assert torch.equal(protos[2], torch.zeros(2, 4))  # task 2 unseen: untouched
+    update_prototypes(protos, f[:1], labels[:1], momentum=0.5)
+    blended = torch.nn.functional.normalize(0.5 * expected + 0.5 * f[0], dim=-1)
+    assert torch.allclose(protos[0], blended, atol=1e-6)
+
+
+def test_config_overrides_and_errors(tmp_path):
+    exp = load_experiment("tiny-synthetic")
+    changed = with_overrides(exp, **{"train.stage1.lr": 1e-3, "model.dim": 16})
+    assert changed.train.stage1.lr == 1e-3 and changed.model.dim == 16 and changed.model.tasks == exp.data.tasks
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: {base: tiny, dimm: 4}\ntrain: {steps_per_epoch: 5}\n")
+    with pytest.raises(ConfigError, match="dimm"):
+        load_experiment(bad)
+    bad.write_text("name: x\nmodel: tiny\ndata: {type: synthetic}\n")
+    with pytest.raises(ConfigError, match="steps_per_epoch"):
+        load_experiment(bad)

@@ -1,0 +1,282 @@
+"""Training configs: one YAML per experiment, validated into frozen dataclasses.
+
+A training YAML has four top-level keys::
+
+    name: compact-synthetic          # run name; the default output folder is runs/<name>-stage<k>
+    model: compact                   # a named model config (slerir_core/configs), a YAML path, or a mapping
+    data: {...}                      # DataConfig
+    train: {...}                     # TrainConfig, with stage1: and stage2: sections
+
+``model`` may also be ``{base: NAME_OR_PATH, <key>: <override>, ...}``: the base config with the given keys
+replaced (mappings such as ``degradation_extractor`` are merged key by key). The model's ``tasks`` are always
+set from ``data.tasks``, so the weights' task prototypes follow the dataset. Unknown keys and ill-typed
+values are errors naming the file and the key (``slerir_core.config.from_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slerir_core.config import ConfigError, ModelConfig, from_dict, read_yaml
+
+TRAIN_CONFIG_DIR = Path(__file__).parent / "configs"
+DATA_TYPES = ("synthetic", "folders")
+AMP_MODES = ("auto", "bf16", "none")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training pairs come from, and how they are cut and augmented.
+
+    Attributes:
+        type: ``synthetic`` (clean crops degraded on the fly) or ``folders`` (the PromptIR layout under ``root``).
+        tasks: degradation names, in label order (``slerir_core.degradations.TASKS`` names).
+        root: data folder for ``folders`` (see ``training/datasets.py`` for the layout).
+        crop: training crop size (128 in the paper).
+        noise_sigmas: Gaussian noise levels (0-255 scale) drawn uniformly for the ``noise`` task, as PromptIR
+            does; empty leaves the level to the degradation's own random range.
+        dead_leaves_prob: share of synthetic clean crops that are dead-leaves images (the rest are crops of
+            the scikit-image training images).
+        composite_prob: chance that a synthetic sample carries a second degradation (label: the first).
+        workers: DataLoader worker processes (0 loads in the training process).
+        val_images: held-out images per task for the per-epoch validation.
+        val_size: side of the validation images.
+    """
+
+    type: str = "synthetic"
+    tasks: tuple[str, ...] = ("noise", "rain", "haze", "blur", "lowlight")
+    root: str | None = None
+    crop: int = 128
+    noise_sigmas: tuple[float, ...] = (15.0, 25.0, 50.0)
+    dead_leaves_prob: float = 0.5
+    composite_prob: float = 0.0
+    workers: int = 0
+    val_images: int = 4
+    val_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check(self.type in DATA_TYPES, f"type must be one of {DATA_TYPES}")
+        _check(len(self.tasks) >= 1 and len(set(self.tasks)) == len(self.tasks), "tasks must be distinct, >= 1")
+        _check(self.type != "folders" or self.root is not None, "type 'folders' needs root")
+        _check(self.crop >= 16 and self.crop % 8 == 0, "crop must be a multiple of 8, at least 16")
+        _check(all(s > 0 for s in self.noise_sigmas), "noise_sigmas must be > 0")
+        _check(0.0 <= self.dead_leaves_prob <= 1.0, "dead_leaves_prob must be in [0, 1]")
+        _check(0.0 <= self.composite_prob <= 1.0, "composite_prob must be in [0, 1]")
+        _check(self.workers >= 0 and self.val_images >= 0, "workers and val_images must be >= 0")
+        _check(self.val_size >= 16, "val_size must be >= 16")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Settings that differ between stage 1 (soft routing) and stage 2 (hard routing).
+
+    Attributes:
+        batch_size: crops per step on each process.
+        epochs: length in epochs (ignored when ``steps`` is set).
+        steps: length in optimiser steps; overrides ``epochs``.
+        lr: peak learning rate (Adam).
+        min_lr: floor of the cosine decay.
+        warmup_steps: linear warm-up before the cosine decay.
+        init: weights to start from (a ``.safetensors`` file or a training state ``.pt``); stage 2 needs one.
+    """
+
+    batch_size: int = 10
+    epochs: int | None = None
+    steps: int | None = None
+    lr: float = 2e-4
+    min_lr: float = 0.0
+    warmup_steps: int = 0
+    init: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "batch_size must be >= 1")
+        _check(self.epochs is not None or self.steps is not None, "set epochs or steps")
+        _check((self.epochs or 1) >= 1 and (self.steps or 1) >= 1, "epochs and steps must be >= 1")
+        _check(self.lr > 0 and 0 <= self.min_lr <= self.lr, "need lr > 0 and 0 <= min_lr <= lr")
+        _check(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, logging and checkpointing.
+
+    Attributes:
+        stage: the stage run when the command line does not say (1 or 2).
+        seed: seeds model initialisation, the data stream and the centre updates.
+        steps_per_epoch: optimiser steps per epoch (validation and the epoch counter); ``None`` derives it
+            from a folder dataset's size (one pass over all pairs), and is required for synthetic data.
+        betas, weight_decay: Adam's.
+        grad_clip: max gradient norm; ``None`` does not clip.
+        amp: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``none``.
+        device: ``auto`` (``cuda:LOCAL_RANK`` when CUDA is available, else CPU), or a torch device string.
+        checkpoint_every: steps between training-state checkpoints (and at the end).
+        log_every: steps between CSV/TensorBoard rows.
+        prototype_momentum: EMA momentum of the per-task mean routing vectors kept in stage 1.
+        prototype_batches: batches of fresh training data averaged into the task prototypes at the end of
+            stage 1 (0 keeps the EMA).
+        stage1, stage2: per-stage settings.
+    """
+
+    stage: int = 1
+    seed: int = 0
+    steps_per_epoch: int | None = None
+    betas: tuple[float, ...] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    amp: str = "auto"
+    device: str = "auto"
+    checkpoint_every: int = 500
+    log_every: int = 10
+    prototype_momentum: float = 0.99
+    prototype_batches: int = 8
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(batch_size=10, epochs=15))
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(batch_size=20, epochs=80))
+
+    def __post_init__(self) -> None:
+        _check(self.stage in (1, 2), "stage must be 1 or 2")
+        _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas needs 2 values in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay must be >= 0")
+        _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0")
+        _check(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}")
+        _check(self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1")
+        _check(0.0 <= self.prototype_momentum < 1.0, "prototype_momentum must be in [0, 1)")
+        _check(self.prototype_batches >= 0, "prototype_batches must be >= 0")
+
+    def stage_config(self, stage: int) -> StageConfig:
+        """The settings of stage 1 or 2."""
+        return self.stage1 if stage == 1 else self.stage2
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole training experiment: the model, the data and the optimisation.
+
+    Attributes:
+        name: run name.
+        model: the network (its ``tasks`` equal ``data.tasks``).
+        data: the data.
+        train: the optimisation.
+        source: where the config came from (not part of the YAML).
+    """
+
+    name: str
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (the model section fully expanded)."""
+        out = _plain(self)
+        out.pop("source")
+        return out
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML, for the run folder."""
+        header = f"# Resolved from {self.source}\n" if self.source else ""
+        return header + yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied; nested mappings merge key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_model(spec: Any, tasks: tuple[str, ...], where: str) -> ModelConfig:
+    """Build the model config of a training YAML's ``model`` entry, with ``tasks`` set.
+
+    Args:
+        spec: a named config or path, a full mapping, or ``{base: NAME_OR_PATH, **overrides}``.
+        tasks: the dataset's task names, which the task prototypes are indexed by.
+        where: prefix for error messages.
+    """
+    if isinstance(spec, str):
+        spec = {"base": spec}
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where}: expected a config name, a path or a mapping, got {spec!r}")
+    data = dict(spec)
+    if "base" in data:
+        base, base_where = read_yaml(str(data.pop("base")))
+        data = _merge(base, data)
+        where = f"{where} (base {base_where})"
+    data["tasks"] = list(tasks)
+    return from_dict(ModelConfig, data, where)
+
+
+def experiment_from_dict(data: Mapping[str, Any], where: str = "config") -> ExperimentConfig:
+    """Validate a training config mapping.
+
+    Raises:
+        ConfigError: naming the offending key.
+    """
+    known = {"name", "model", "data", "train"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    if "name" not in data or "model" not in data:
+        raise ConfigError(f"{where}: 'name' and 'model' are required")
+    data_cfg = from_dict(DataConfig, data.get("data") or {}, f"{where}.data")
+    train_cfg = from_dict(TrainConfig, data.get("train") or {}, f"{where}.train")
+    if data_cfg.type == "synthetic" and train_cfg.steps_per_epoch is None:
+        raise ConfigError(f"{where}.train: synthetic data is an endless stream: set steps_per_epoch")
+    model = resolve_model(data["model"], data_cfg.tasks, f"{where}.model")
+    return ExperimentConfig(name=str(data["name"]), model=model, data=data_cfg, train=train_cfg, source=where)
+
+
+def load_experiment(name_or_path: str | Path) -> ExperimentConfig:
+    """Load a training config: a name from ``training/configs`` or a YAML path.
+
+    Raises:
+        ConfigError: for a missing file, invalid YAML, unknown keys or bad values.
+    """
+    data, where = read_yaml(name_or_path, TRAIN_CONFIG_DIR)
+    return experiment_from_dict(data, where)
+
+
+def with_overrides(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    """A copy with ``train.<key>`` or ``train.stage<k>.<key>`` values replaced (dotted keys), re-validated.
+
+    Example: ``with_overrides(cfg, **{"train.stage1.steps": 40, "train.stage": 2})``.
+    """
+    data = config.to_dict()
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    model = data.pop("model")
+    model.pop("tasks")
+    data["model"] = model
+    return dataclasses.replace(experiment_from_dict(data, config.source or "config"), source=config.source)
+
+
+def list_experiments() -> list[str]:
+    """Names of the training configs shipped in ``training/configs``."""
+    return sorted(p.stem for p in TRAIN_CONFIG_DIR.glob("*.yaml"))

@@ -1,0 +1,470 @@
+"""``slerir evaluate``: PSNR/SSIM per task and noise level, laid out like the paper's Tables 1 and 2.
+
+Rows: the degraded input, the classical scikit-image baselines (``training/baselines.py``) and the model
+(a weights file, or an untrained network of a named config). Columns: Dehazing, Deraining, Denoising per
+σ, Deblurring, Low-light, the microscopy tasks, and the average over the columns.
+
+Protocol (DESIGN.md, as PromptIR reports it): RGB in [0, 1], images centre-cropped to a multiple of 16, no
+border crop; PSNR and SSIM from ``skimage.metrics``; SSIM with the default 7×7 uniform window,
+``channel_axis=-1``, ``data_range=1`` (MoCE-IR uses Gaussian weights instead, which gives other numbers).
+Test data are either real test sets in the PromptIR folder layout (``--data``; denoising inputs are
+``clip(x + N(0, σ²), 0, 255)`` on uint8 images with a fixed seed) or a generated set: held-out clean images
+(scikit-image's test split, then dead-leaves images with seeds disjoint from training), degraded with fixed
+seeds. The training loop's validation calls the same functions, so there is one evaluation path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.datasets import (
+    TEST_FOLDERS,
+    TEST_SEED_TAG,
+    DataError,
+    crop_to_multiple,
+    folder_items,
+    held_out_clean_images,
+    read_rgb,
+)
+
+PROTOCOL = (
+    "SSIM: skimage structural_similarity, 7×7 uniform window (default), data_range=1, channel_axis=-1; "
+    "PSNR data_range=1; RGB, no border crop, centre crop to a multiple of 16"
+)
+TITLES = {
+    "haze": "Dehazing",
+    "rain": "Deraining",
+    "noise": "Denoising",
+    "blur": "Deblurring",
+    "lowlight": "Low-light",
+    "micro_noise": "Micro denoise",
+    "micro_blur": "Micro deblur",
+}
+COLUMN_ORDER = ("haze", "rain", "noise", "blur", "lowlight", "micro_noise", "micro_blur")
+DEFAULT_SIGMAS = (15.0, 25.0, 50.0)
+PSNR_CAP = 100.0  # identical images: report 100 dB instead of infinity
+
+
+@dataclass(frozen=True)
+class TestCase:
+    """One test image.
+
+    Attributes:
+        task: degradation name.
+        level: noise σ (0-255 scale) for denoising, else ``None``.
+        name: image name.
+        degraded: H×W×3 float32 input.
+        clean: H×W×3 float32 ground truth.
+    """
+
+    task: str
+    level: float | None
+    name: str
+    degraded: np.ndarray
+    clean: np.ndarray
+
+    @property
+    def column(self) -> str:
+        """The table column: the task, plus σ for denoising."""
+        return self.task if self.level is None else f"{self.task} σ={self.level:g}"
+
+
+# -- test sets -----------------------------------------------------------------------------------------------
+
+
+def _task_code(task: str) -> int:
+    """A stable integer per task name, for seeds (not Python's salted ``hash``)."""
+    return zlib.crc32(task.encode())
+
+
+def generated_test_set(
+    tasks: Sequence[str], images: int, size: int, sigmas: Sequence[float] = DEFAULT_SIGMAS, seed: int = 0
+) -> list[TestCase]:
+    """Held-out clean images degraded with fixed seeds: ``images`` per task (per σ for ``noise``).
+
+    Args:
+        tasks: degradation names.
+        images: images per task and level.
+        size: image side (a multiple of 16 is kept as is).
+        sigmas: noise levels for the ``noise`` task.
+        seed: varies the degradations (the clean images are fixed).
+    """
+    from slerir_core.degradations import degrade
+
+    clean = [(name, crop_to_multiple(img)) for name, img in held_out_clean_images(images, size)]
+    cases = []
+    for task in tasks:
+        levels: Sequence[float | None] = sigmas if task == "noise" else (None,)
+        for level in levels:
+            for i, (name, img) in enumerate(clean):
+                rng = np.random.default_rng((TEST_SEED_TAG, seed, _task_code(task), int(level or 0), i))
+                params = {} if level is None else {"sigma": float(level)}
+                degraded = np.clip(degrade(img, task, rng, **params), 0, 1).astype(np.float32)
+                cases.append(TestCase(task, level, name, degraded, img))
+    return cases
+
+
+def centre_crop(images: Sequence[np.ndarray], size: int | None) -> list[np.ndarray]:
+    """The same centre crop (at most ``size``², a multiple of 16) of each image of a pair."""
+    h = min(i.shape[0] for i in images)
+    w = min(i.shape[1] for i in images)
+    if size is not None:
+        h, w = min(h, size), min(w, size)
+    h, w = h - h % 16, w - w % 16
+    out = []
+    for img in images:
+        top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+        out.append(np.ascontiguousarray(img[top : top + h, left : left + w]))
+    return out
+
+
+def folder_test_set(
+    root: str | Path,
+    tasks: Sequence[str],
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    images: int | None = None,
+    size: int | None = None,
+    seed: int = 0,
+) -> list[TestCase]:
+    """Test cases from ``<root>/Test`` (PromptIR layout, see ``training/datasets.py``).
+
+    Args:
+        root: the data folder.
+        tasks: tasks to load.
+        sigmas: noise levels for ``noise``.
+        images: at most this many images per task (all by default).
+        size: centre-crop to at most ``size``² (for quick validation); full images by default.
+        seed: seed of the synthesised test noise.
+    """
+    from slerir_core.degradations import degrade
+
+    cases = []
+    for task in tasks:
+        items = folder_items(root, task, "test")[:images]
+        for i, (degraded_path, clean_path) in enumerate(items):
+            if clean_path is None:
+                (clean,) = centre_crop([read_rgb(degraded_path)], size)
+                for level in sigmas:
+                    # PromptIR's test noise: clip(x + N(0, σ²), 0, 255) on the uint8 image, truncated to uint8.
+                    rng = np.random.default_rng((TEST_SEED_TAG, seed, int(level), i))
+                    noisy = degrade(clean, "noise", rng, sigma=float(level), quantize=True)
+                    cases.append(TestCase(task, level, degraded_path.stem, noisy, clean))
+            else:
+                degraded, clean = centre_crop([read_rgb(degraded_path), read_rgb(clean_path)], size)
+                cases.append(TestCase(task, None, degraded_path.stem, degraded, clean))
+    return cases
+
+
+# -- metrics and methods -------------------------------------------------------------------------------------
+
+
+def psnr_ssim(restored: np.ndarray, clean: np.ndarray, ssim: bool = True) -> tuple[float, float]:
+    """PSNR (dB) and SSIM (7×7 uniform window) of two H×W×3 images in [0, 1]; SSIM is NaN if not asked for."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    restored = np.clip(restored, 0, 1).astype(np.float64)
+    clean = clean.astype(np.float64)
+    p = (
+        PSNR_CAP
+        if np.array_equal(restored, clean)
+        else min(PSNR_CAP, peak_signal_noise_ratio(clean, restored, data_range=1.0))
+    )
+    s = structural_similarity(clean, restored, channel_axis=-1, data_range=1.0) if ssim else math.nan
+    return float(p), float(s)
+
+
+Method = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class ModelMethod:
+    """Restores one image with the model (hard routing, eval mode, whole image) and records its routes.
+
+    The network is called directly rather than through ``slerir_core.restore.Restorer``: the protocol feeds
+    the [0, 1] values as they are (the Restorer rescales float images to their own min-max range, which
+    would brighten a low-light input before the model sees it), restores whole images as PromptIR does,
+    and leaves the model's mode and routing as it found them (the training loop validates mid-run).
+
+    Args:
+        model: the network.
+        device: where it runs.
+    """
+
+    model: Any
+    device: Any = "cpu"
+
+    def __post_init__(self) -> None:
+        self.routes: list[tuple[int, ...]] = []
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import torch
+
+        net = self.model
+        was_training, routing = net.training, net.routing
+        net.eval()
+        net.routing = "hard"
+        try:
+            with torch.no_grad():
+                x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float().to(self.device)
+                restored, info = net(x)
+        finally:
+            net.train(was_training)
+            net.routing = routing
+        self.routes.append(tuple(int(r) for r in info["routes"][0].tolist()))
+        return restored[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def evaluate_method(method: Method | None, cases: Sequence[TestCase], ssim: bool = True) -> dict[str, Any]:
+    """Mean PSNR/SSIM of a method per column (``method=None`` scores the degraded input itself)."""
+    scores: dict[str, list[tuple[float, float]]] = {}
+    for case in cases:
+        restored = case.degraded if method is None else method(case.degraded)
+        scores.setdefault(case.column, []).append(psnr_ssim(restored, case.clean, ssim))
+    return {
+        col: {"psnr": float(np.mean([p for p, _ in v])), "ssim": float(np.mean([s for _, s in v])), "n": len(v)}
+        for col, v in scores.items()
+    }
+
+
+def evaluate_baselines(cases: Sequence[TestCase], ssim: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
+    """Scores of the classical baselines per column, and which method each column used."""
+    from training.baselines import baseline_for
+
+    results: dict[str, Any] = {}
+    used: dict[str, str] = {}
+    for task in order_columns([c.task for c in cases]):
+        baseline = baseline_for(task)
+        if baseline is None:
+            continue
+        used[task] = baseline.name
+        results.update(evaluate_method(baseline.run, [c for c in cases if c.task == task], ssim))
+    return results, used
+
+
+def routing_summary(tasks: Sequence[str], routes: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """Per task: the most common path, its purity (share of the task's samples taking it) and per-stage purity.
+
+    Args:
+        tasks: task of each sample.
+        routes: expert per stage of each sample.
+    """
+    out: dict[str, Any] = {}
+    for task in dict.fromkeys(tasks):
+        paths = [tuple(r) for t, r in zip(tasks, routes, strict=True) if t == task]
+        path, count = Counter(paths).most_common(1)[0]
+        per_stage = [Counter(p[i] for p in paths).most_common(1)[0][1] / len(paths) for i in range(len(path))]
+        out[task] = {
+            "path": "-".join(map(str, path)),
+            "purity": count / len(paths),
+            "stage_purity": per_stage,
+            "n": len(paths),
+        }
+    return out
+
+
+# -- the table -----------------------------------------------------------------------------------------------
+
+
+def order_columns(columns: Sequence[str]) -> list[str]:
+    """Columns in the paper's order (Dehazing, Deraining, Denoising by σ, Deblurring, Low-light, then the rest)."""
+
+    def key(col: str) -> tuple[int, float, str]:
+        task, _, level = col.partition(" σ=")
+        rank = COLUMN_ORDER.index(task) if task in COLUMN_ORDER else len(COLUMN_ORDER)
+        return rank, float(level or 0), task
+
+    return sorted(dict.fromkeys(columns), key=key)
+
+
+def column_title(col: str) -> str:
+    """``noise σ=25`` -> ``Denoising σ=25``."""
+    task, sep, level = col.partition(" σ=")
+    return TITLES.get(task, task) + (f" σ={level}" if sep else "")
+
+
+def with_average(scores: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    """Add the average over ``columns`` (over the columns present, flagged ``partial`` when some are not)."""
+    present = [scores[c] for c in columns if c in scores]
+    if not present:
+        return dict(scores)
+    avg = {
+        "psnr": float(np.mean([v["psnr"] for v in present])),
+        "ssim": float(np.mean([v["ssim"] for v in present])),
+        "partial": len(present) < len(columns),
+    }
+    return {**scores, "average": avg}
+
+
+def format_table(rows: dict[str, dict[str, Any]], columns: Sequence[str], notes: Sequence[str] = ()) -> str:
+    """A plain-text table: one row per method, one ``PSNR / SSIM`` cell per column, then the average."""
+    titles = [column_title(c) for c in columns] + ["Average"]
+    keys = [*columns, "average"]
+
+    def cell(v: dict[str, Any] | None) -> str:
+        if v is None:
+            return "—"
+        ssim = "—" if math.isnan(v["ssim"]) else f"{v['ssim']:.3f}"
+        return f"{v['psnr']:.2f} / {ssim}" + ("*" if v.get("partial") else "")
+
+    table = [["Method", *titles]] + [[name, *(cell(scores.get(k)) for k in keys)] for name, scores in rows.items()]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(["PSNR / SSIM  (" + PROTOCOL + ")", *lines, *notes])
+
+
+# -- command line --------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``slerir evaluate``."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--weights", type=Path, help="SLER-IR weights file (.safetensors) to evaluate")
+    which.add_argument("--config", help="evaluate an untrained network of this model or training config")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        help="tasks to evaluate (default: the model's training tasks, "
+        "else the five paper tasks, or those with test folders under --data)",
+    )
+    parser.add_argument(
+        "--data", type=Path, help="data folder with Test/ in the PromptIR layout (default: a generated test set)"
+    )
+    parser.add_argument(
+        "--images",
+        type=int,
+        help="images per task (and σ): default 4 generated; with --data, at most this many (default all)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        help="side of generated images (default 128); with --data, centre crop to at most this (default whole images)",
+    )
+    parser.add_argument(
+        "--sigmas",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_SIGMAS),
+        help="denoising levels σ (0-255 scale); the five-task table uses 25",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the test degradations")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the classical baselines")
+    parser.add_argument("--device", default="auto", help="torch device for the model (default: cuda if present)")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+
+
+def _load_network(args: argparse.Namespace, device: Any) -> tuple[Any, str] | None:
+    """The model to evaluate and its row name, or ``None`` for baselines only."""
+    if args.weights is not None:
+        from slerir_core.checkpoint import load_model
+
+        return load_model(args.weights, device=device), f"SLER-IR ({args.weights.name})"
+    if args.config is None:
+        return None
+    import torch
+
+    from slerir_core.config import ConfigError, load_config
+    from slerir_core.model import SLERIR
+    from training.config import load_experiment
+
+    try:
+        config = load_config(args.config)
+    except ConfigError:
+        config = load_experiment(args.config).model
+    torch.manual_seed(0)
+    return SLERIR(config).to(device).eval(), f"SLER-IR ({config.name}, untrained)"
+
+
+def _default_tasks(args: argparse.Namespace, model: Any) -> list[str]:
+    """``--tasks``; else the model's training tasks (with --data: those that have test folders), else the
+    five paper tasks (with --data: every task with a test folder)."""
+    if args.tasks:
+        return list(args.tasks)
+    tasks = list(model.config.tasks) if model is not None and model.config.tasks else list(TEST_FOLDERS)
+    if args.data is not None:
+        tasks = [t for t in tasks if t in TEST_FOLDERS and (args.data / "Test" / TEST_FOLDERS[t]).is_dir()]
+        if not tasks:
+            raise DataError(f"{args.data}/Test holds none of the folders {sorted(TEST_FOLDERS.values())}")
+    return tasks
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the evaluation ``args`` describe; returns the table's numbers (the ``--json`` content)."""
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    loaded = _load_network(args, device)
+    model, model_row = loaded if loaded is not None else (None, None)
+    tasks = _default_tasks(args, model)
+    if args.data is not None:
+        cases = folder_test_set(args.data, tasks, args.sigmas, args.images, args.size, args.seed)
+        source = f"{args.data}/Test, " + (f"at most {args.images} images per task" if args.images else "all images")
+        source += f", centre crop ≤{args.size}²" if args.size else ", whole images"
+    else:
+        images, size = args.images or 4, args.size or 128
+        cases = generated_test_set(tasks, images, size, args.sigmas, args.seed)
+        source = (
+            f"generated: {images} held-out image{'s' * (images != 1)} of {size}² per task (scikit-image "
+            "test split, then dead-leaves with seeds disjoint from training), fixed-seed degradations"
+        )
+    columns = order_columns([c.column for c in cases])
+    rows: dict[str, Any] = {"Degraded input": evaluate_method(None, cases)}
+    notes = [f"Test set: {source}."]
+    if not args.no_baselines:
+        scores, used = evaluate_baselines(cases)
+        rows["Classical (scikit-image)"] = scores
+        notes.append("Classical: " + "; ".join(f"{TITLES.get(t, t)}: {name}" for t, name in used.items()) + ".")
+    routing = None
+    if model is not None:
+        method = ModelMethod(model, device)
+        rows[model_row] = evaluate_method(method, cases)
+        routing = routing_summary([c.task for c in cases], method.routes)
+    rows = {name: with_average(scores, columns) for name, scores in rows.items()}
+    if any(v.get("average", {}).get("partial") for v in rows.values()):
+        notes.append("* average over the columns the method has.")
+    print(format_table(rows, columns, notes))
+    if routing:
+        print("\nRouting (most common path per task, purity = share of the task's images taking it):")
+        for task in order_columns(list(routing)):
+            r = routing[task]
+            print(f"  {TITLES.get(task, task):<14} {r['path']}  purity {r['purity']:.2f}")
+    return {"protocol": PROTOCOL, "test_set": source, "columns": columns, "rows": rows, "routing": routing}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``slerir evaluate``: 0 after printing the table, 2 (with the reason) for unusable input."""
+    from slerir_core.checkpoint import WeightsError
+    from slerir_core.config import ConfigError
+
+    try:
+        result = evaluate(args)
+    except (ConfigError, DataError, WeightsError) as err:
+        print(f"slerir evaluate: error: {err}", file=sys.stderr)
+        return 2
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.evaluate``: the same as ``slerir evaluate``."""
+    parser = argparse.ArgumentParser(prog="slerir evaluate", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
