@@ -55,8 +55,9 @@ def reference_ops(variant: str):
     return kernels.use_reference(True) if variant.startswith("eager (ref") else contextlib.nullcontext()
 
 
-def inference_row(config: str, size: int, dtype: torch.dtype, device: torch.device, variant: str,
-                  repeats: int) -> dict[str, float]:
+def inference_row(
+    config: str, size: int, dtype: torch.dtype, device: torch.device, variant: str, repeats: int
+) -> dict[str, float]:
     """Restore one size² image with the router's hard routes; images/s, MP/s and peak memory."""
     model, run = build(config, device, variant)
     model.eval()
@@ -75,8 +76,9 @@ def inference_row(config: str, size: int, dtype: torch.dtype, device: torch.devi
     return {"img/s": 1 / seconds, "MP/s": size * size / 1e6 / seconds, "peak GiB": peak}
 
 
-def training_row(config: str, batch: int, crop: int, dtype: torch.dtype, device: torch.device, variant: str,
-                 repeats: int) -> dict[str, float]:
+def training_row(
+    config: str, batch: int, crop: int, dtype: torch.dtype, device: torch.device, variant: str, repeats: int
+) -> dict[str, float]:
     """One stage-2 step (hard routes, mixed across the batch) on ``batch`` crops: crops/s and peak memory."""
     model, run = build(config, device, variant)
     model.train()
@@ -128,12 +130,18 @@ def main(argv: list[str] | None = None) -> None:
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     variants = VARIANTS if device.type == "cuda" else VARIANTS[:2]
 
-    rows = [(v, name, inference_row(args.config, args.size, dt, device, v, args.repeats))
-            for v in variants for name, dt in dtypes.items()]
+    rows = [
+        (v, name, inference_row(args.config, args.size, dt, device, v, args.repeats))
+        for v in variants
+        for name, dt in dtypes.items()
+    ]
     print_table(f"inference, {args.config} config, one {args.size}² image, hard routes ({device})", rows)
     for config in args.train_configs:
-        rows = [(v, name, training_row(config, args.batch, args.crop, dt, device, v, args.repeats))
-                for v in variants for name, dt in dtypes.items()]
+        rows = [
+            (v, name, training_row(config, args.batch, args.crop, dt, device, v, args.repeats))
+            for v in variants
+            for name, dt in dtypes.items()
+        ]
         print_table(f"training step, {config} config, batch {args.batch} of {args.crop}², mixed routes", rows)
 
 

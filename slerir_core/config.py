@@ -116,13 +116,17 @@ class ModelConfig:
         _check(self.in_channels == 3, "in_channels must be 3 (grey and multi-channel data are mapped to RGB)")
         _check(self.dim >= 2 and self.dim % 2 == 0, "dim must be even and >= 2 (the down-samplers halve it)")
         _check(len(self.blocks) == 4 and all(b >= 1 for b in self.blocks), "blocks needs 4 entries >= 1")
-        _check(len(self.decoder_blocks) == 3 and all(b >= 1 for b in self.decoder_blocks),
-               "decoder_blocks needs 3 entries >= 1")
+        _check(
+            len(self.decoder_blocks) == 3 and all(b >= 1 for b in self.decoder_blocks),
+            "decoder_blocks needs 3 entries >= 1",
+        )
         _check(self.refine_blocks >= 1, "refine_blocks must be >= 1")
         _check(len(self.heads) == 4 and all(h >= 1 for h in self.heads), "heads needs 4 entries >= 1")
         for level, heads in enumerate(self.heads):
-            _check((self.dim * 2**level) % heads == 0,
-                   f"level {level + 1} has {self.dim * 2**level} channels, not divisible by {heads} heads")
+            _check(
+                (self.dim * 2**level) % heads == 0,
+                f"level {level + 1} has {self.dim * 2**level} channels, not divisible by {heads} heads",
+            )
         _check((2 * self.dim) % self.heads[0] == 0, "dec1/refine channels must be divisible by heads[0]")
         _check(self.ffn_factor > 0, "ffn_factor must be > 0")
         _check(self.layernorm in ("with_bias", "bias_free"), "layernorm must be 'with_bias' or 'bias_free'")
@@ -130,8 +134,10 @@ class ModelConfig:
         _check(self.routing_dim >= 2 and self.router_hidden >= 1, "routing_dim >= 2 and router_hidden >= 1")
         _check(self.router_temperature > 0, "router_temperature must be > 0")
         _check(self.hc_margin >= 0 and self.hc_alpha >= 0, "hc_margin and hc_alpha must be >= 0")
-        _check(self.prior_dim >= 1 and self.prior_dim % self.prior_heads == 0,
-               "prior_dim must be a positive multiple of prior_heads")
+        _check(
+            self.prior_dim >= 1 and self.prior_dim % self.prior_heads == 0,
+            "prior_dim must be a positive multiple of prior_heads",
+        )
         _check(self.crop_grid >= 1, "crop_grid must be >= 1")
         _check(len(set(self.tasks)) == len(self.tasks), "tasks must be distinct")
         _check(self.tile >= 16 and self.tile % 8 == 0, "tile must be a multiple of 8, at least 16")

@@ -24,19 +24,29 @@ def main(argv: list[str] | None = None) -> None:
     c = model.config
     experts = {name: count(stage.experts[0]) for name, stage in model.stages.items()}
     shared = count(model) - sum(count(s) for s in model.stages.values())
-    routing = sum(count(m) for m in (model.degradation_extractor, model.content_extractor, model.router,
-                                     model.glgf, model.injections))
+    routing = sum(
+        count(m)
+        for m in (model.degradation_extractor, model.content_extractor, model.router, model.glgf, model.injections)
+    )
     backbone = sum(experts.values()) + shared - routing
-    rows = [("total", count(model)), ("active on one path", shared + sum(experts.values())),
-            ("  backbone on one path (what PromptIR's 35.6 M compares to)", backbone),
-            ("    of which experts (one per stage)", sum(experts.values()))]
-    rows += [(f"  degradation extractor ({c.degradation_extractor.model_name})", count(model.degradation_extractor)),
-             (f"  content extractor ({c.content_extractor.model_name})", count(model.content_extractor)),
-             ("  router", count(model.router)), ("  GLGF + injections", count(model.glgf) + count(model.injections))]
+    rows = [
+        ("total", count(model)),
+        ("active on one path", shared + sum(experts.values())),
+        ("  backbone on one path (what PromptIR's 35.6 M compares to)", backbone),
+        ("    of which experts (one per stage)", sum(experts.values())),
+    ]
+    rows += [
+        (f"  degradation extractor ({c.degradation_extractor.model_name})", count(model.degradation_extractor)),
+        (f"  content extractor ({c.content_extractor.model_name})", count(model.content_extractor)),
+        ("  router", count(model.router)),
+        ("  GLGF + injections", count(model.glgf) + count(model.injections)),
+    ]
     rows += [(f"one {name} expert (x{c.num_experts})", experts[name]) for name in STAGES]
     rows.append(("PromptIR, for comparison", PROMPTIR_PARAMS))
-    print(f"SLER-IR config {c.name!r}: {c.num_experts} experts x {len(STAGES)} stages = "
-          f"{c.num_experts ** len(STAGES)} paths")
+    print(
+        f"SLER-IR config {c.name!r}: {c.num_experts} experts x {len(STAGES)} stages = "
+        f"{c.num_experts ** len(STAGES)} paths"
+    )
     for label, n in rows:
         print(f"{label:<62} {n / 1e6:9.2f} M")
 

@@ -138,8 +138,9 @@ class DaClipEncoder(_Preprocess):
         if config.pretrained is not None:
             self.load_daclip(config.pretrained)
 
-    def _run(self, tower: nn.Module, x: torch.Tensor, control: list[torch.Tensor] | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def _run(
+        self, tower: nn.Module, x: torch.Tensor, control: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         h = tower._embeds(x)
         states = []
         for i, block in enumerate(tower.transformer.resblocks):
@@ -177,19 +178,25 @@ class DaClipEncoder(_Preprocess):
         if not path.is_file():
             raise ExtractorError(f"DA-CLIP weights file {path} does not exist (nothing is downloaded)")
         try:
-            raw = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(
-                path, map_location="cpu", weights_only=True)
+            raw = (
+                load_file(str(path))
+                if path.suffix == ".safetensors"
+                else torch.load(path, map_location="cpu", weights_only=True)
+            )
         except Exception as err:  # torch.load and safetensors raise many types for a bad file
             raise ExtractorError(f"cannot read DA-CLIP weights {path}: {err}") from err
         raw = raw.get("state_dict", raw) if isinstance(raw, dict) else {}
         mapped = {}
         for key, value in raw.items():
             key = key.removeprefix("module.")
-            for old, new in (("clip.visual.", "tower."), ("visual_control.transformer.zero_modules.", "zero."),
-                             ("visual_control.transformer.transformer.", "controller.transformer."),
-                             ("visual_control.", "controller.")):
+            for old, new in (
+                ("clip.visual.", "tower."),
+                ("visual_control.transformer.zero_modules.", "zero."),
+                ("visual_control.transformer.transformer.", "controller.transformer."),
+                ("visual_control.", "controller."),
+            ):
                 if key.startswith(old):
-                    mapped[new + key[len(old):]] = value
+                    mapped[new + key[len(old) :]] = value
                     break
         missing = sorted(set(self.state_dict()) - set(mapped))
         if missing:
@@ -213,6 +220,5 @@ def crops(images: torch.Tensor, grid: int, size: tuple[int, int]) -> torch.Tenso
     """
     b, c = images.shape[:2]
     sh, sw = size
-    x = F.interpolate(images.float(), size=(grid * sh, grid * sw), mode="bilinear", antialias=True,
-                      align_corners=False)
+    x = F.interpolate(images.float(), size=(grid * sh, grid * sw), mode="bilinear", antialias=True, align_corners=False)
     return x.reshape(b, c, grid, sh, grid, sw).permute(0, 2, 4, 1, 3, 5).reshape(b * grid * grid, c, sh, sw)

@@ -151,7 +151,7 @@ class Router(nn.Module):
         """
         cfg = self.clustering
         vectors = F.normalize(f.detach().reshape(-1, self.routing_dim).float(), dim=-1)
-        vectors = vectors[-cfg.bank_size:]
+        vectors = vectors[-cfg.bank_size :]
         n = vectors.shape[0]
         pos = int(self.bank_pos)
         idx = (pos + torch.arange(n, device=vectors.device)) % cfg.bank_size

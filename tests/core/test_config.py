@@ -52,8 +52,10 @@ def test_yaml_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
     typo = tmp_path / "typo.yaml"
-    typo.write_text("name: x\ndegradation_extractor: {model_name: slerir-vit-tiny}\n"
-                    "content_extractor: {model_name: slerir-vit-tiny}\nrouting_dims: 3\n")
+    typo.write_text(
+        "name: x\ndegradation_extractor: {model_name: slerir-vit-tiny}\n"
+        "content_extractor: {model_name: slerir-vit-tiny}\nrouting_dims: 3\n"
+    )
     with pytest.raises(ConfigError, match=r"typo.yaml: unknown key\(s\) \['routing_dims'\]"):
         load_config(typo)
 

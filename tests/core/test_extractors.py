@@ -74,8 +74,10 @@ def test_daclip_checkpoint_loads_and_controller_steers_content(tmp_path):
     state = write_daclip_checkpoint(path, zero_scale=0.5)
     enc = DaClipEncoder(ExtractorConfig("slerir-vit-tiny", pretrained=str(path), kind="daclip"))
     assert torch.equal(enc.tower.conv1.weight, state["clip.visual.conv1.weight"])
-    assert torch.equal(enc.controller.transformer.resblocks[0].mlp.c_fc.weight,
-                       state["visual_control.transformer.transformer.resblocks.0.mlp.c_fc.weight"])
+    assert torch.equal(
+        enc.controller.transformer.resblocks[0].mlp.c_fc.weight,
+        state["visual_control.transformer.transformer.resblocks.0.mlp.c_fc.weight"],
+    )
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         degradation, _ = enc(x)

@@ -26,7 +26,8 @@ def test_any_size_round_trips(tiny_model, size):
 def expert_grads(model: SLERIR) -> dict[tuple[str, int], bool]:
     return {
         (name, j): any(p.grad is not None and p.grad.abs().sum() > 0 for p in expert.parameters())
-        for name, stage in model.stages.items() for j, expert in enumerate(stage.experts)
+        for name, stage in model.stages.items()
+        for j, expert in enumerate(stage.experts)
     }
 
 

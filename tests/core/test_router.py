@@ -32,8 +32,15 @@ def test_sinkhorn_balances_columns():
 
 
 def make_router(**clustering) -> Router:
-    return Router(in_dim=12, num_layers=8, num_experts=3, routing_dim=8, hidden=16, temperature=0.1,
-                  clustering=ClusteringConfig(bank_size=256, sample_size=128, **clustering))
+    return Router(
+        in_dim=12,
+        num_layers=8,
+        num_experts=3,
+        routing_dim=8,
+        hidden=16,
+        temperature=0.1,
+        clustering=ClusteringConfig(bank_size=256, sample_size=128, **clustering),
+    )
 
 
 def test_embeddings_are_unit_and_probabilities_sum_to_one():
