@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from slerir_core.atomic import atomic_write
 from slerir_core.config import ConfigError, load_config
 from slerir_core.model import SLERIR
 
@@ -19,13 +18,6 @@ FORMAT = "slerir-weights-1"
 
 class WeightsError(ValueError):
     """A weights file that is missing, unreadable or does not fit its config."""
-
-
-def atomic_path(path: Path) -> Path:
-    """A temporary name in ``path``'s folder; ``os.replace`` onto ``path`` makes the write atomic."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
 
 
 def save_weights(model: SLERIR, path: str | Path, dtype: torch.dtype | None = None, **metadata: str) -> Path:
@@ -43,12 +35,8 @@ def save_weights(model: SLERIR, path: str | Path, dtype: torch.dtype | None = No
         t = t.detach().cpu()
         tensors[name] = (t.to(dtype) if dtype is not None and t.is_floating_point() else t).contiguous().clone()
     meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict()), **metadata}
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

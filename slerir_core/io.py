@@ -17,13 +17,14 @@ image under the final name. Nothing here imports torch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from slerir_core.atomic import atomic_write
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -293,15 +294,6 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str | None]:
     return array, ("YX" if array.ndim == 2 else "YXC")
 
 
-def _publish(tmp: Path, path: Path) -> None:
-    """Move a finished temporary file onto ``path``, with the permissions a plain ``open`` would give
-    (``mkstemp`` makes it readable by its owner only)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
 def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
@@ -343,16 +335,13 @@ def write_image(path: str | Path, array: np.ndarray, axes: str | None = None) ->
     Raises:
         ImageError: a format that cannot hold this array (e.g. float in PNG, a stack in JPEG).
     """
-    from slerir_core.checkpoint import atomic_path  # imports torch: only when writing
-
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise ImageError(f"{path}: unsupported file type {suffix!r}; supported: {', '.join(IMAGE_SUFFIXES)}")
     if suffix not in TIFF_SUFFIXES:
         _check_flat_format(path, array)
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         if suffix in TIFF_SUFFIXES:
             _write_tiff(tmp, array, axes)
         else:
@@ -360,23 +349,14 @@ def write_image(path: str | Path, array: np.ndarray, axes: str | None = None) ->
 
             options = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
             iio.imwrite(tmp, array, plugin="pillow", extension=suffix, **options)
-        _publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write a text file (a JSON report) atomically, as ``write_image`` does."""
-    from slerir_core.checkpoint import atomic_path
-
     path = Path(path)
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         tmp.write_text(text)
-        _publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

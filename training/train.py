@@ -43,7 +43,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from slerir_core.checkpoint import atomic_path, save_weights
+from slerir_core.atomic import atomic_write
+from slerir_core.checkpoint import save_weights
 from slerir_core.losses import hyperspherical_contrastive_loss, restoration_loss
 from slerir_core.model import SLERIR
 from training.config import ExperimentConfig, StageConfig, load_experiment, with_overrides
@@ -263,12 +264,8 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never a half-written file."""
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_state(path: Path) -> dict[str, Any]:

@@ -18,15 +18,6 @@ from slerir_core.model import SLERIR
 TINY = ["--config", "tiny", "--device", "cpu", "-q"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiles here are tiny: one thread is faster, and immune to other processes holding the second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def inputs(tmp_path):
     """A folder with a PNG, a uint16 TIFF stack and a corrupt PNG."""

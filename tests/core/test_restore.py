@@ -33,15 +33,6 @@ from slerir_core.restore import (
 TILED_MEAN_TOLERANCE = 0.03
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiles here are tiny: one thread is faster, and immune to other processes holding the second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def restorer() -> Restorer:
     torch.manual_seed(0)

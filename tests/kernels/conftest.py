@@ -1,52 +1,18 @@
 """Kernel tests: Triton kernels against their PyTorch twins, in Triton's interpreter when there is no GPU.
 
-Triton reads ``TRITON_INTERPRET`` when a function is decorated with ``@triton.jit``, so it is set here, at
-import, before any test imports ``kernels.ops`` (``import kernels`` does not import ``kernels.ops``). It only
-matters to the Triton launchers: the public dispatch keeps the reference on CPU unless
-``SLERIR_KERNELS=triton`` is also set, so the rest of the suite is unaffected. The tests call the Triton
-entry points (``kernels.ops.*.<op>_triton``).
-
-``import torch`` does not import triton, but ``open_clip`` does (torchvision → torch._dynamo), and the root
-conftest imports the model, so triton may already be loaded in compiled mode: see
-``_reinterpret_triton_language``.
+The root conftest sets ``TRITON_INTERPRET=1`` on machines without a GPU, before triton is first imported.
+The tests call the Triton entry points (``kernels.ops.*.<op>_triton``) directly.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import sys
 
 import pytest
 import torch
 
-
-def _reinterpret_triton_language() -> None:
-    """Make an already-imported triton usable by the interpreter.
-
-    triton.language's own ``@jit`` helpers (``tl.zeros``, ``tl.sum``, ``tl.max``, ``tl.cdiv``...) were
-    decorated when triton was imported; if ``TRITON_INTERPRET`` was not set then, they are compiled-mode
-    ``JITFunction``s, which raise when an interpreted kernel calls them. Wrap each as the
-    ``InterpretedFunction`` it would have been.
-    """
-    if "triton" not in sys.modules:
-        return  # triton will read TRITON_INTERPRET when it is imported
-    from triton.runtime.interpreter import InterpretedFunction
-    from triton.runtime.jit import JITFunction
-
-    for name, module in list(sys.modules.items()):
-        if name == "triton.language" or name.startswith("triton.language."):
-            for attr, value in list(vars(module).items()):
-                if isinstance(value, JITFunction):
-                    setattr(module, attr, InterpretedFunction(value.fn))
-
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-    if os.environ["TRITON_INTERPRET"] == "1":
-        _reinterpret_triton_language()
-
-from kernels import debug_mode  # noqa: E402 - after TRITON_INTERPRET, by design
+from kernels import debug_mode
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

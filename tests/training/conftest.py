@@ -1,24 +1,10 @@
-"""Fixtures of the training tests: one torch thread, and a miniature real-data folder in the PromptIR layout."""
+"""Fixtures of the training tests: a miniature real-data folder in the PromptIR layout."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from skimage import io
-
-
-@pytest.fixture(scope="package", autouse=True)
-def one_thread():
-    """Run the training tests on one torch thread.
-
-    The tiny model's ops are too small to gain from a second thread, and on a shared two-core machine a
-    descheduled worker thread stalls every op: measured 5 s with one thread against up to 75 s with two.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _write(path, value: int, size=(24, 20)) -> None:
