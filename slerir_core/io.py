@@ -6,9 +6,11 @@ The restorer sees every array through two small objects made here:
   model: grey (one channel, copied to three), RGB, RGBA (alpha passes through) or several channels
   restored one by one as grey. Its ``canonical`` view puts the axes in the order ``(stack..., Y, X, C)``
   without copying.
-* ``Scaling`` maps raw values to the model's [0, 1] and back. uint8 uses the fixed range 0-255; every
-  other dtype (uint16, float, ...) uses the data's own minimum and maximum, taken over the whole array,
-  so every slice and tile is scaled alike and no seam or flicker can come from the scaling.
+* ``Scaling`` maps raw values to the model's [0, 1] and back. uint8 uses the fixed range 0-255, and float
+  data that already lies in [0, 1] is used as it is (a dark image must stay dark for the model to brighten
+  it); every other array (uint16, float in other ranges, ...) uses the data's own minimum and maximum,
+  taken over the whole array, so every slice and tile is scaled alike and no seam or flicker can come from
+  the scaling.
 
 Files: TIFF (stacks, with the axes tifffile reads from the metadata), PNG and JPEG. Writes go to a
 temporary file in the destination folder, then ``os.replace``, so a crash never leaves a half-written
@@ -224,6 +226,8 @@ class Scaling:
         offset, scale = np.zeros(channels), np.ones(channels)
         for start, stop in layout.groups:
             lo, hi = low[start:stop].min(), high[start:stop].max()
+            if dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+                continue  # already the model's range
             offset[start:stop] = lo
             scale[start:stop] = hi - lo if hi > lo else 1.0  # a constant image maps to 0 and back
         return cls(offset, scale, dtype)

@@ -101,6 +101,13 @@ def test_other_dtypes_use_their_own_range_and_round_trip(dtype):
         assert np.array_equal(back, a)
 
 
+def test_floats_in_the_unit_range_are_used_as_they_are():
+    dark = np.linspace(0.02, 0.2, 30, dtype=np.float32).reshape(5, 6)
+    scaling, canon = scaling_for(dark)
+    assert np.array_equal(scaling.to_unit(canon, (0, 1))[..., 0], dark)
+    assert np.array_equal(scaling.from_unit(canon.astype(np.float32), (0, 1)), canon)
+
+
 def test_integers_are_rounded_and_clipped_to_the_dtype_range():
     scaling, _ = scaling_for(np.array([[0, 1000]], np.uint16))
     back = scaling.from_unit(np.array([[[-0.5], [0.0004], [0.0006], [70.0]]], np.float32), (0, 1))
