@@ -301,7 +301,7 @@ class Restorer:
         why = "a config was given without weights" if config_given else f"no weights file at {DEFAULT_WEIGHTS}"
         warnings.warn(
             f"SLER-IR: using a freshly initialised, UNTRAINED {config.name!r} model ({why}). Its output is the "
-            "input plus noise, not a restoration: pass a trained weights file.",
+            "input plus a random residual (colour casts, noise), not a restoration: pass a trained weights file.",
             UserWarning,
             stacklevel=2,
         )

@@ -45,7 +45,7 @@ def _save(viewer: Any, out: Path, name: str) -> Path:
 
 
 def scene_restore(out: Path) -> Path:
-    """Restore on the noisy astronaut: input and result side by side (grid mode)."""
+    """Restore on the noisy cat: input and result side by side (grid mode)."""
     viewer = _viewer()
     viewer.open_sample("slerir", "noisy")
     _dock, widget = viewer.window.add_plugin_dock_widget("slerir", "Restore")

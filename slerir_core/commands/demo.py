@@ -1,7 +1,7 @@
 """``slerir demo``: restore a sample image and write it with a labelled before/after picture.
 
-The sample is ``--input`` if given, else the bundled ``slerir_core/samples/sample.png``, else (no sample
-shipped yet) scikit-image's astronaut, halved to 256 x 256, with Gaussian noise (sigma 25, seed 0).
+The image is ``--input`` if given, else one of the samples of :mod:`slerir_core.samples` (``--sample``,
+default ``noisy``: scikit-image's chelsea, held out of training, with Gaussian noise of sigma 25).
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from slerir_core.checkpoint import WeightsError
 from slerir_core.commands._model_args import add_model_arguments, build_restorer
 from slerir_core.config import ConfigError
 from slerir_core.io import ImageError, make_layout, read_image, write_image
-
-SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "sample.png"
-NOISE_SIGMA = 25.0
+from slerir_core.samples import PHOTO_SAMPLES, degraded_photo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``slerir demo``."""
-    parser.add_argument("--input", metavar="PATH", help="a PNG, JPEG or TIFF image (default: the bundled sample)")
+    parser.add_argument("--input", metavar="PATH", help="a PNG, JPEG or TIFF image (default: a bundled sample)")
+    parser.add_argument(
+        "--sample", default="noisy", choices=list(PHOTO_SAMPLES), help="the bundled sample to restore (default: noisy)"
+    )
     parser.add_argument("--out", default="slerir-demo", metavar="DIR", help="output folder (default: slerir-demo)")
     parser.add_argument("--tile", type=int, help="tile size in pixels (default: the config's)")
     add_model_arguments(parser)
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     """Restore the sample; returns 0, or 2 when the model or the input cannot be used."""
     try:
         restorer = build_restorer(args)
-        image, name, where = load_sample(args.input)
+        image, name, where = load_sample(args.input, args.sample)
     except (WeightsError, ConfigError, ImageError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -54,11 +55,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"routes {','.join(map(str, plan.routes))}{label}; restored in {seconds:.1f} s")
     print(f"wrote {restored_path} and {pair_path}")
     if restorer.untrained:
-        print("note: the weights are UNTRAINED, so the 'after' image is the input plus noise, not a restoration.")
+        print(
+            "note: the weights are UNTRAINED, so the 'after' image is the input plus a random residual (colour casts, noise), not a restoration."
+        )
     return 0
 
 
-def load_sample(path: str | None) -> tuple[np.ndarray, str, str]:
+def load_sample(path: str | None, sample: str = "noisy") -> tuple[np.ndarray, str, str]:
     """The demo image, a name for its output and a description of where it came from.
 
     Raises:
@@ -67,19 +70,9 @@ def load_sample(path: str | None) -> tuple[np.ndarray, str, str]:
     if path is not None:
         image, _ = read_image(path)
         return image, Path(path).stem, str(path)
-    if SAMPLE.is_file():
-        image, _ = read_image(SAMPLE)
-        return image, "sample", str(SAMPLE)
-    return noisy_astronaut(), "sample", f"scikit-image astronaut, 256 x 256, Gaussian noise sigma {NOISE_SIGMA:g}"
-
-
-def noisy_astronaut(sigma: float = NOISE_SIGMA, seed: int = 0) -> np.ndarray:
-    """scikit-image's astronaut, block-averaged to 256 x 256, plus Gaussian noise, as uint8 RGB."""
-    from skimage import data
-
-    clean = data.astronaut().astype(np.float32).reshape(256, 2, 256, 2, 3).mean(axis=(1, 3))
-    noisy = clean + np.random.default_rng(seed).normal(0.0, sigma, clean.shape)
-    return np.clip(noisy, 0, 255).round().astype(np.uint8)
+    recipe = PHOTO_SAMPLES[sample]
+    where = f"sample {sample!r}: skimage.data.{recipe.source} with {recipe.task} {recipe.params}"
+    return degraded_photo(sample), f"{recipe.source}_{sample}", where
 
 
 def to_display(image: np.ndarray) -> np.ndarray:

@@ -10,10 +10,10 @@ import torch
 
 from slerir_core.checkpoint import save_weights
 from slerir_core.cli import main
-from slerir_core.commands import demo
 from slerir_core.config import load_config
 from slerir_core.io import read_image, write_image
 from slerir_core.model import SLERIR
+from slerir_core.samples import degraded_photo
 
 TINY = ["--config", "tiny", "--device", "cpu", "-q"]
 
@@ -185,15 +185,17 @@ def test_info_with_a_corrupt_weights_file_fails_clearly(tmp_path, capsys):
     assert "w.safetensors" in capsys.readouterr().err
 
 
-def test_demo_writes_the_restored_sample_and_a_before_after_picture(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(demo, "SAMPLE", tmp_path / "no-sample.png")  # exercise the generated sample
+@pytest.mark.parametrize("sample", ["noisy", "dark"])
+def test_demo_writes_the_restored_sample_and_a_before_after_picture(tmp_path, capsys, sample):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--config", "tiny", "--device", "cpu"]) == 0
+    assert main(["demo", "--sample", sample, "--out", str(out), "--config", "tiny", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    restored, _ = read_image(out / "sample_restored.png")
+    expected = degraded_photo(sample)
+    restored, _ = read_image(next(out.glob(f"*_{sample}_restored.png")))
     pair, _ = read_image(out / "before_after.png")
-    assert restored.shape == (256, 256, 3) and pair.shape[1] > 2 * 256 and pair.shape[0] > 256
-    assert "UNTRAINED" in printed and "astronaut" in printed
+    h, w = expected.shape[:2]
+    assert restored.shape == expected.shape and pair.shape[1] > 2 * w and pair.shape[0] > h
+    assert "UNTRAINED" in printed and f"sample {sample!r}" in printed
 
 
 def test_demo_takes_an_input(inputs, tmp_path):
