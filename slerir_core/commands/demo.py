@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {restored_path} and {pair_path}")
     if restorer.untrained:
         print(
-            "note: the weights are UNTRAINED, so the 'after' image is the input plus a random residual (colour casts, noise), not a restoration."
+            "note: the weights are UNTRAINED, so the 'after' image is the input plus a random residual "
+            "(colour casts, noise), not a restoration."
         )
     return 0
 
