@@ -31,6 +31,8 @@ from slerir_core.atomic import atomic_write
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
 CHANNEL_MODES = ("auto", "rgb", "grey")
+MIN_SIDE = 8
+"""The smallest image side SLER-IR restores: its encoder halves the resolution three times."""
 
 
 class ImageError(ValueError):
@@ -284,6 +286,8 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str | None]:
         raise ImageError(f"{path}: unsupported file type {suffix!r}; supported: {', '.join(IMAGE_SUFFIXES)}")
     if not path.is_file():
         raise ImageError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path} is an empty file (0 bytes)")
     try:
         if suffix in TIFF_SUFFIXES:
             return _read_tiff(path)

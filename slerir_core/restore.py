@@ -44,7 +44,7 @@ import torch
 
 from slerir_core.checkpoint import load_model
 from slerir_core.config import STAGES, ModelConfig, load_config
-from slerir_core.io import Layout, Scaling, make_layout
+from slerir_core.io import MIN_SIDE, ImageError, Layout, Scaling, make_layout
 from slerir_core.model import SLERIR
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "slerir-compact.safetensors"
@@ -502,6 +502,11 @@ class Restorer:
         if not is_dask(image):
             image = np.asarray(image)
         layout = make_layout(image.shape, axes, channels)
+        if min(layout.height, layout.width) < MIN_SIDE:
+            raise ImageError(
+                f"the image is {layout.height}×{layout.width} pixels; at least {MIN_SIDE}×{MIN_SIDE} is needed "
+                "(the network works at 1/8 of the resolution)"
+            )
         canon = layout.canonical(image)
         return layout, canon, Scaling.fit(canon, layout)
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from slerir_core.io import MIN_SIDE
+
 if TYPE_CHECKING:
     import napari
     import napari.layers
@@ -83,9 +85,10 @@ def geometry(layer: napari.layers.Image) -> Geometry:
             f"Layer '{layer.name}' has {len(shape)} axes; at most {MAX_LEADING} stack axes before "
             "Y and X are supported."
         )
-    if min(shape[leading], shape[leading + 1]) < 8:
+    if min(shape[leading], shape[leading + 1]) < MIN_SIDE:
         raise LayerError(
-            f"Layer '{layer.name}' is {shape[leading]}×{shape[leading + 1]} pixels; at least 8×8 is needed."
+            f"Layer '{layer.name}' is {shape[leading]}×{shape[leading + 1]} pixels; "
+            f"at least {MIN_SIDE}×{MIN_SIDE} is needed."
         )
     letters = ("S" * MAX_LEADING + LEADING_AXES)[-leading:] if leading else ""
     return Geometry(shape, leading, rgb, letters + "YX" + ("C" if rgb else ""))

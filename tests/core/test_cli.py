@@ -50,6 +50,24 @@ def test_a_corrupt_file_is_reported_the_others_written_and_the_exit_code_is_one(
     assert "restored 2 of 3 inputs" in captured.out
 
 
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("nan.tif", lambda path: write_image(path, np.full((16, 16), np.nan, np.float32)), "NaN or infinite"),
+        ("dot.png", lambda path: write_image(path, np.zeros((1, 1, 3), np.uint8)), "at least 8×8"),
+        ("empty.tif", lambda path: path.write_bytes(b""), "empty file"),
+    ],
+)
+def test_bad_image_files_are_reported_and_write_nothing(tmp_path, capsys, name, make, message):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    make(folder / name)
+    assert main(["restore", str(folder / name), "-o", str(out), *TINY]) == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists() or list(out.iterdir()) == []
+    assert [p.name for p in folder.iterdir()] == [name]
+
+
 def test_all_good_inputs_exit_zero_and_globs_and_files_mix(inputs, tmp_path):
     out = tmp_path / "out"
     assert main(["restore", str(inputs / "*.tif"), str(inputs / "photo.png"), "-o", str(out), *TINY]) == 0

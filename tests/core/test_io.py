@@ -227,6 +227,7 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     [
         ("bad.png", b"not a png at all", "not a readable PNG"),
         ("bad.tif", b"II*\x00garbage", "cannot read"),
+        ("empty.jpg", b"", "empty file"),
         (
             "deep.png",
             b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + b"\x00\x00\x00\x04" * 2 + bytes([16, 2]),

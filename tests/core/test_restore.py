@@ -15,7 +15,7 @@ import torch
 from slerir_core import restore as restore_module
 from slerir_core.checkpoint import WeightsError, save_weights
 from slerir_core.config import load_config
-from slerir_core.io import Scaling, make_layout
+from slerir_core.io import ImageError, Scaling, make_layout
 from slerir_core.model import SLERIR
 from slerir_core.restore import (
     Plan,
@@ -267,11 +267,17 @@ def test_channels_are_restored_one_by_one_or_as_rgb(restorer, monkeypatch):
     assert not torch.equal(inputs[3][:, 0], inputs[3][:, 1])
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 1, 3), (1, 50), (5, 3, 3)])
-def test_tiny_and_thin_images_are_restored(restorer, shape):
+@pytest.mark.parametrize("shape", [(8, 8), (8, 9, 3), (8, 50), (2, 8, 8)])
+def test_small_and_thin_images_are_restored(restorer, shape):
     image = np.random.default_rng(7).integers(0, 255, shape).astype(np.uint8)
     out = restorer.restore(image, tile=16, overlap=4)
     assert out.shape == image.shape and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 1, 3), (1, 50), (5, 7, 3)])
+def test_images_under_eight_pixels_a_side_are_refused(restorer, shape):
+    with pytest.raises(ImageError, match="at least 8×8"):
+        restorer.restore(np.zeros(shape, np.uint8))
 
 
 # -- progress and cancelling -------------------------------------------------------------------------
@@ -335,8 +341,9 @@ def test_lazy_restoration_can_be_shipped_to_a_cluster(restorer):
     ("image", "kwargs", "message"),
     [
         (np.full((8, 8), np.nan, np.float32), {}, "NaN or infinite"),
-        (np.array([[0, np.inf], [1, 2]], np.float32), {}, "NaN or infinite"),
+        (np.pad(np.array([[0, np.inf], [1, 2]], np.float32), 3), {}, "NaN or infinite"),
         (np.zeros((0, 8), np.uint8), {}, "empty"),
+        (np.zeros((1, 1), np.uint8), {}, "at least 8×8"),
         (np.zeros((2, 2, 2, 8, 8), np.uint8), {}, "pass axes"),
         (np.zeros((8, 8), np.uint8), {"routes": [0] * 7}, "8 expert indices"),
         (np.zeros((8, 8), np.uint8), {"routes": [0] * 7 + [3]}, r"\[0, 2\]"),
