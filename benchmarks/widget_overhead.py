@@ -28,6 +28,7 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Time the Restore widget against a direct ``Restorer.restore`` call and print both and their ratio."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=None, help="untrained named config (default: the default model)")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (RGB, uint8)")

@@ -191,7 +191,7 @@ def add_or_replace(
             if key in kwargs and not _same(getattr(existing, key), kwargs[key]):
                 setattr(existing, key, kwargs[key])
         existing.data = data
-        for key in ("contrast_limits", "colormap", "opacity", "blending"):
+        for key in ("contrast_limits", "gamma", "colormap", "opacity", "blending"):
             if key in kwargs and not _same(getattr(existing, key), kwargs[key]):
                 setattr(existing, key, kwargs[key])
         existing.metadata = {**existing.metadata, **(metadata or {})}

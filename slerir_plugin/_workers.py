@@ -147,15 +147,20 @@ class RestoreJob:
 
 
 def _is_oom(err: BaseException) -> bool:
-    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+    # torch's CPU allocator says "can't allocate memory" in a plain RuntimeError, not "out of memory".
+    text = str(err).lower()
+    return isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
 
 
 def _failure(err: BaseException) -> Failed | None:
     """A readable message for errors the user can act on; ``None`` for bugs (those propagate)."""
     if _is_oom(err):
         _free_gpu_cache()
-        where = "GPU" if isinstance(err, RuntimeError) else "main"
-        return Failed(f"Out of {where} memory: choose a smaller tile size or restore the current slice only. ({err})")
+        text = str(err).lower()
+        where = "GPU " if any(k in text for k in ("cuda", "gpu", "mps", "hip")) else ""
+        return Failed(f"Out of {where}memory: choose a smaller tile size or restore the current slice only. ({err})")
     name = type(err).__name__
     if name == "WeightsError":
         return Failed(f"Could not load the weights file: {err}")

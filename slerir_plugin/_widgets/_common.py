@@ -127,6 +127,7 @@ class JobWidget(Container):
         self._status = Label(value="", label="")
         self._cancel_button.changed.connect(self.cancel)
         self._state_slots: list[tuple[Any, Callable]] = []
+        self._layer_pickers: list[ComboBox] = []
         # The Python object can outlive its Qt widget (a closed viewer): drop the shared-state connections
         # and stop the job when Qt deletes it, so no callback touches a deleted widget.
         self.native.destroyed.connect(self._teardown)
@@ -146,6 +147,31 @@ class JobWidget(Container):
         for name in ("inserted", "removed", "moved", "reordered", "renamed"):
             if hasattr(events, name):
                 self._listen(getattr(events, name), self.reset_choices)
+
+    def _new_layer_picker(self, label: str = "Image") -> ComboBox:
+        """A :func:`layer_picker` that :meth:`reset_choices` keeps on its layer across renames."""
+        picker = layer_picker(self._viewer, label=label)
+        self._layer_pickers.append(picker)
+        return picker
+
+    def reset_choices(self, *args: Any) -> None:
+        """Re-read every picker's choices, keeping each layer picker on the same layer object.
+
+        magicgui's Qt ComboBox matches items by their text, so after a rename it no longer finds the
+        selected item and jumps to the first layer. Put the picker back on the layer it was on, and
+        report a change only when that layer is gone (so a rename does not look like a new selection).
+        """
+        kept = [(picker, picker.value) for picker in self._layer_pickers]
+        with contextlib.ExitStack() as stack:
+            for picker, _ in kept:
+                stack.enter_context(picker.changed.blocked())
+            super().reset_choices(*args)
+            for picker, layer in kept:
+                if layer is not None and picker.value is not layer and any(c is layer for c in picker.choices):
+                    picker.value = layer
+        for picker, layer in kept:
+            if picker.value is not layer:
+                picker.changed.emit(picker.value)
 
     def _teardown(self, *_: Any) -> None:
         for signal, slot in self._state_slots:

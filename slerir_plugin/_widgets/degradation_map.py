@@ -10,7 +10,7 @@ from qtpy.QtCore import Qt
 
 from slerir_plugin._layers import add_or_replace, current_index, expand_leading, map_properties, take_plane
 from slerir_plugin._state import STATE
-from slerir_plugin._widgets._common import JobWidget, layer_picker
+from slerir_plugin._widgets._common import JobWidget
 from slerir_plugin._workers import PlanResult, plan_job
 
 if TYPE_CHECKING:
@@ -42,12 +42,12 @@ class DegradationMapWidget(JobWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer, labels=True)
-        self._image = layer_picker(napari_viewer, label="Layer")
+        self._image = self._new_layer_picker(label="Layer")
         self._blending = ComboBox(label="Blending", choices=list(BLENDINGS), value="additive")
         self._opacity = FloatSlider(label="Opacity", value=0.5, min=0.0, max=1.0, step=0.05)
         self._show_button = PushButton(text="Show maps")
         self._show_button.tooltip = "Analyse the current slice and add one probability map per degradation."
-        self._label = Label(label="Image", value="–")
+        self._label = Label(label="Whole image", value="–")
         self._label.tooltip = "The whole image's degradation and the model's confidence in it."
         self._label.native.setWordWrap(True)
         self._summary = Label(label="Maps", value="")
@@ -103,6 +103,7 @@ class DegradationMapWidget(JobWidget):
                     "map_of": source,
                     "degradation": name,
                     "slice": list(self._index),
+                    "routes": [int(r) for r in plan.routes],
                     "weights": result.info.name,
                     "grid": list(np.shape(plan.degradation_map)[1:]),
                 }

@@ -14,7 +14,6 @@ from slerir_plugin._state import STATE, ModelInfo, ModelSpec
 from slerir_plugin._widgets._common import (
     JobWidget,
     OutputContext,
-    layer_picker,
     seconds,
     untrained_note,
     write_restored,
@@ -55,7 +54,7 @@ class RestoreWidget(JobWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer, labels=True)
-        self._image = layer_picker(napari_viewer)
+        self._image = self._new_layer_picker()
         self._model = ComboBox(label="Model", choices=[SHIPPED, WEIGHTS_FILE], value=SHIPPED)
         self._model.tooltip = "The network's weights: the ones shipped with SLER-IR, or a .safetensors file."
         self._weights = FileEdit(label="Weights file", mode="r", filter="*.safetensors", visible=False)

@@ -13,7 +13,6 @@ from slerir_plugin._state import DEFAULT_EXPERTS, STATE, ModelInfo
 from slerir_plugin._widgets._common import (
     JobWidget,
     OutputContext,
-    layer_picker,
     seconds,
     untrained_note,
     write_restored,
@@ -55,7 +54,7 @@ class RoutesWidget(JobWidget):
         self._mode = ""
         self._analysed = ""
 
-        self._image = layer_picker(napari_viewer)
+        self._image = self._new_layer_picker()
         self._analyse_button = PushButton(text="Analyse current slice")
         self._analyse_button.tooltip = "Show the router's expert and probability per stage for this image."
         self._stages: dict[str, ComboBox] = {}

@@ -32,6 +32,7 @@ def test_maps_appear_over_the_image(map_widget, rgb_image, wait_job):
         assert layer.data.min() >= 0.0 and layer.data.max() <= 1.0
         assert layer.opacity == 0.5 and layer.blending == "additive" and tuple(layer.contrast_limits) == (0, 1)
         assert tuple(layer.scale) == (0.5, 0.5) and tuple(layer.translate) == (1.0, 2.0)
+        assert layer.metadata["slerir"]["routes"] == [int(r) for r in STATE.last_plan.routes]
         colormaps.add(layer.colormap.name)
     assert len(colormaps) == 3
     # The maps are the plan's 4×4 expert map, upsampled: their sum is 1 everywhere.

@@ -111,6 +111,9 @@ def test_resolve_routes_fills_auto_from_the_plan():
 def test_errors_users_can_act_on_become_messages():
     oom = _failure(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert isinstance(oom, Failed) and "Out of GPU memory" in oom.message and "tile" in oom.message
+    cpu_oom = _failure(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB"))
+    assert isinstance(cpu_oom, Failed) and cpu_oom.message.startswith("Out of memory: choose a smaller tile")
+    assert _failure(MemoryError()).message.startswith("Out of memory")
 
     class WeightsError(ValueError):
         pass

@@ -183,3 +183,35 @@ def test_layer_picker_follows_the_layer_list(restore_widget, rgb_image):
     assert "renamed" in [widget._image.native.itemText(i) for i in range(widget._image.native.count())]
     viewer.layers.remove(a)
     assert list(widget._image.choices) == [b]
+
+
+def test_renaming_the_chosen_layer_keeps_it_chosen(restore_widget, rgb_image):
+    """magicgui matches items by text; a rename must not switch the picker to another layer."""
+    viewer, widget = restore_widget
+    viewer.add_image(rgb_image, name="first")
+    second = viewer.add_image(rgb_image, name="second")
+    widget._image.value = second
+    changes: list = []
+    widget._image.changed.connect(changes.append)
+    second.name = "second, renamed"
+    assert widget._image.value is second and widget._image.current_choice == "second, renamed"
+    assert changes == []  # same layer: not a new selection
+    viewer.layers.remove(second)
+    assert widget._image.value is viewer.layers["first"] and len(changes) == 1
+
+
+def test_out_of_memory_is_an_error_notification(restore_widget, rgb_image, monkeypatch, notifications, wait_job):
+    from slerir_core.restore import Restorer
+
+    def out_of_memory(*_args, **_kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(Restorer, "restore_steps", out_of_memory)
+    viewer, widget = restore_widget
+    widget._image.value = viewer.add_image(rgb_image, name="photo")
+    widget.run()
+    wait_job(widget)
+    assert widget.status.startswith("Error: Out of GPU memory") and "photo (restored)" not in viewer.layers
+    assert any("Out of GPU memory" in str(n.message) for n in notifications)
+    assert widget._run_button.enabled

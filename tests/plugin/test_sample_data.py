@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,18 @@ def test_cells_stack_layer_data_is_placed_in_z():
     ((data, meta),) = _sample_data.make_cells_stack()
     assert data.dtype == np.uint16 and data.ndim == 3
     assert meta["scale"] == (2.0, 1.0, 1.0) and meta["axis_labels"] == ("z", "y", "x")
+
+
+def test_menu_names_the_right_picture():
+    """File ▸ Open Sample names each photo's picture: the manifest's text matches what opens."""
+    from npe2 import PluginManifest
+
+    from slerir_core.samples import PHOTO_SAMPLES
+
+    manifest = PluginManifest.from_file(Path(_sample_data.__file__).parent / "napari.yaml")
+    for sample in manifest.contributions.sample_data:
+        if sample.key in PHOTO_SAMPLES:
+            assert f"({PHOTO_SAMPLES[sample.key].source}" in sample.display_name, sample.display_name
 
 
 @pytest.mark.gui
