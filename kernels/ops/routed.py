@@ -227,10 +227,12 @@ def launch_config(m: int, k: int, dtype: torch.dtype, device: torch.device, kind
     return dataclasses.replace(config, **_overrides[kind]) if _overrides[kind] else config
 
 
-def _dot_types(dtype: torch.dtype, config: LaunchConfig) -> tuple[tl.dtype, str]:
+def _dot_types(dtype: torch.dtype, config: LaunchConfig, device: torch.device) -> tuple[tl.dtype, str]:
     """tl.dot operands in x's dtype for 16-bit activations (as autocast would), else fp32 at the config's
-    precision."""
+    precision; bf16 in Triton's interpreter (whose bf16 ``tl.dot`` is wrong) as fp32 operands."""
     if dtype == torch.bfloat16:
+        if device.type != "cuda":  # the interpreter's bf16 tl.dot is wrong; widening bf16 to fp32 is exact
+            return tl.float32, config.fp32_precision
         return tl.bfloat16, "tf32"
     if dtype == torch.float16:
         return tl.float16, "tf32"
@@ -256,7 +258,7 @@ def routed_matmul(
     if transpose_weight:
         m, kdim, stride_wm, stride_wk = kdim, m, stride_wk, stride_wm
     config = launch_config(m, kdim, x.dtype, x.device)
-    dot_dtype, precision = _dot_types(x.dtype, config)
+    dot_dtype, precision = _dot_types(x.dtype, config, x.device)
     y = empty((bsz, m, n), x.dtype, x.device)
     grid = (triton.cdiv(n, config.block_n) * triton.cdiv(m, config.block_m), bsz)
     _routed_matmul_kernel[grid](
@@ -282,7 +284,7 @@ def routed_weight_grad(
     kdim = x.shape[1]
     dev = dy.device
     config = launch_config(m, kdim, dy.dtype, dev, kind="dweight")
-    dot_dtype, precision = _dot_types(dy.dtype, config)
+    dot_dtype, precision = _dot_types(dy.dtype, config, dy.device)
     tiles = triton.cdiv(m, config.block_m) * triton.cdiv(kdim, config.block_k)
     n_tiles = triton.cdiv(n, config.block_n)
     # Split the pixels so that B * tiles * S programs fill the GPU, 2 per SM.

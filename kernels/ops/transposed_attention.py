@@ -421,14 +421,17 @@ def _padded_channels(c: int) -> int:
     return max(16, triton.next_power_of_2(c))
 
 
-def _dot_types(dtype: torch.dtype, config: LaunchConfig) -> tuple[tl.dtype, str]:
+def _dot_types(dtype: torch.dtype, config: LaunchConfig, device: torch.device) -> tuple[tl.dtype, str]:
     """tl.dot operand dtype and precision for inputs of this dtype.
 
-    bf16: native bf16 operands, fp32 accumulation. fp16: fp32 operands in tf32 (same 10-bit mantissa as fp16,
-    but the fp32 matrices P and dG keep their range). fp32: ``config.fp32_precision`` ("tf32x3" on GPUs: fp32
-    accuracy on the tensor cores; "ieee" in the interpreter).
+    bf16: native bf16 operands, fp32 accumulation (in Triton's interpreter, whose bf16 ``tl.dot`` is wrong,
+    fp32 operands: the loads and stores still run in bf16). fp16: fp32 operands in tf32 (same 10-bit mantissa
+    as fp16, but the fp32 matrices P and dG keep their range). fp32: ``config.fp32_precision`` ("tf32x3" on
+    GPUs: fp32 accuracy on the tensor cores; "ieee" in the interpreter).
     """
     if dtype == torch.bfloat16:
+        if device.type != "cuda":  # the interpreter's bf16 tl.dot is wrong; widening bf16 to fp32 is exact
+            return tl.float32, config.fp32_precision
         return tl.bfloat16, "tf32"
     if dtype == torch.float16:
         return tl.float32, "tf32"
@@ -456,7 +459,7 @@ def mdta_forward(
     bsz, heads, c, n = q.shape
     bh, cp, dev = bsz * heads, _padded_channels(c), q.device
     config = launch_config(cp, q.dtype, dev)
-    dot_dtype, precision = _dot_types(q.dtype, config)
+    dot_dtype, precision = _dot_types(q.dtype, config, q.device)
     n_tiles = triton.cdiv(n, config.block_n)
     sms = sm_count(dev)
     f32 = torch.float32
@@ -507,7 +510,7 @@ def mdta_backward(
     bsz, heads, c, n = q.shape
     bh, cp, dev = bsz * heads, _padded_channels(c), q.device
     config = launch_config(cp, q.dtype, dev)
-    dot_dtype, precision = _dot_types(q.dtype, config)
+    dot_dtype, precision = _dot_types(q.dtype, config, q.device)
     n_tiles = triton.cdiv(n, config.block_n)
     sms = sm_count(dev)
     f32 = torch.float32

@@ -14,6 +14,7 @@ from kernels.ops.routed import override_launch_config, routed_pointwise_triton
 
 CUDA = torch.cuda.is_available()
 FP32_TOL = 1e-5
+HALF_TOL = {torch.float16: 5e-3, torch.bfloat16: 1e-2}
 NAMES = ("y", "dx", "dweight", "dbias")
 # (B, E, C_in, C_out, spatial, bias): mixed routes, unused experts, one expert, odd sizes, 2-D spatial.
 CASES = [
@@ -127,18 +128,16 @@ def test_pointwise_strided_input_and_conv_weights(device, assert_rel_close):
         assert_rel_close(a, b_, FP32_TOL, name)
 
 
-def test_pointwise_half_precision(device, assert_rel_close):
-    """fp16 activations, fp32 weights (as under autocast); bf16 only on the GPU (wrong in the interpreter)."""
-    dtypes = [torch.float16] + ([torch.bfloat16] if CUDA else [])
-    for dtype in dtypes:
-        x, weight, index, bias = make_inputs((4, 3, 24, 40, (90,), True), device, dtype)
-        dy = torch.randn(x.shape[0], weight.shape[1], *x.shape[2:], device=device, dtype=dtype)
-        got = grads(routed_pointwise_triton, x, weight, index, bias, dy)
-        tol = 5e-3 if dtype == torch.float16 else 2e-2
-        want = float64_twin(x, weight, index, bias, dy)
-        for name, a, b, want_dtype in zip(NAMES, got, want, (dtype, dtype, torch.float32, torch.float32), strict=True):
-            assert a.dtype == want_dtype, name
-            assert_rel_close(a, b, tol, f"{dtype} {name}")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_pointwise_half_precision(dtype, device, assert_rel_close):
+    """16-bit activations, fp32 weights (as under autocast): outputs and dx in 16 bits, weight grads in fp32."""
+    x, weight, index, bias = make_inputs((4, 3, 24, 40, (90,), True), device, dtype)
+    dy = torch.randn(x.shape[0], weight.shape[1], *x.shape[2:], device=device, dtype=dtype)
+    got = grads(routed_pointwise_triton, x, weight, index, bias, dy)
+    want = float64_twin(x, weight, index, bias, dy)
+    for name, a, b, want_dtype in zip(NAMES, got, want, (dtype, dtype, torch.float32, torch.float32), strict=True):
+        assert a.dtype == want_dtype, name
+        assert_rel_close(a, b, HALF_TOL[dtype], f"{dtype} {name}")
 
 
 def test_pointwise_only_needed_grads(device, assert_rel_close):
@@ -212,14 +211,29 @@ def test_depthwise_reference_matches_float64_naive(with_bias, assert_rel_close):
     torch.testing.assert_close(kernels.routed_depthwise3x3(x, weight, index, bias), ref[0], rtol=0, atol=0)
 
 
-def test_public_dispatch_cpu_uses_reference():
+def test_public_dispatch(monkeypatch, device, assert_rel_close):
+    """CPU: the twin; CUDA (or SLERIR_KERNELS=triton in the interpreter): the kernel; float64: the twin."""
+    import kernels.functional as functional
+
+    calls = []
+    monkeypatch.setattr(functional, "routed_pointwise_ref", lambda *a: calls.append("ref") or routed_pointwise_ref(*a))
     x, weight, index, bias = make_inputs((3, 2, 5, 6, (11,), True), "cpu")
     torch.testing.assert_close(
-        kernels.routed_pointwise(x, weight, index, bias),
-        routed_pointwise_ref(x, weight, index, bias),
-        rtol=0,
-        atol=0,
+        kernels.routed_pointwise(x, weight, index, bias), routed_pointwise_ref(x, weight, index, bias), rtol=0, atol=0
     )
+    assert calls == ["ref"]
+    if device.type == "cpu":
+        monkeypatch.setenv("SLERIR_KERNELS", "triton")  # TRITON_INTERPRET=1 is set by the root conftest
+    x, weight, index, bias = (t.to(device) for t in (x, weight, index, bias))
+    assert_rel_close(
+        kernels.routed_pointwise(x, weight, index, bias), routed_pointwise_ref(x, weight, index, bias), 1e-5
+    )
+    assert calls == ["ref"]  # the kernel ran
+    with kernels.use_reference():
+        kernels.routed_pointwise(x, weight, index, bias)
+    assert calls == ["ref", "ref"]
+    kernels.routed_pointwise(x.double(), weight.double(), index, bias.double())
+    assert calls == ["ref", "ref", "ref"]
 
 
 @pytest.mark.gpu
