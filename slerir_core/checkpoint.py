@@ -57,8 +57,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             header = json.loads(fh.read(header_len))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise WeightsError(f"{path} is not a readable safetensors weights file: {err}") from None
+    if not isinstance(header, dict):
+        raise WeightsError(f"{path} is not a safetensors weights file (its header is not a JSON object)")
     meta = header.get("__metadata__") or {}
-    if meta.get("format") != FORMAT or "config" not in meta:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "config" not in meta:
         raise WeightsError(f"{path} is a safetensors file but not SLER-IR weights (no {FORMAT!r} metadata)")
     return meta
 
@@ -71,8 +73,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> SLERIR:
     """
     meta = read_metadata(path)
     try:
-        config = load_config(json.loads(meta["config"]))
-    except (ConfigError, json.JSONDecodeError) as err:
+        stored = json.loads(meta["config"])
+        if not isinstance(stored, dict):
+            raise ConfigError(f"expected a JSON object, got {type(stored).__name__}")
+        config = load_config(stored)
+    except (ConfigError, TypeError, json.JSONDecodeError) as err:
         raise WeightsError(f"{path}: the config stored in the file is invalid: {err}") from None
     try:
         tensors = load_file(str(path))

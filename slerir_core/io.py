@@ -369,10 +369,10 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def _check_flat_format(path: Path, array: np.ndarray) -> None:
-    """PNG holds uint8 grey, RGB or RGBA and uint16 grey; JPEG holds uint8 grey or RGB."""
+    """PNG holds uint8 grey, grey + alpha, RGB or RGBA and uint16 grey; JPEG holds uint8 grey or RGB."""
     jpeg = path.suffix.lower() in (".jpg", ".jpeg")
     grey = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 1)
-    colour = array.ndim == 3 and array.shape[-1] in ((3,) if jpeg else (3, 4))
+    colour = array.ndim == 3 and array.shape[-1] in ((3,) if jpeg else (2, 3, 4))
     ok = ((grey or colour) and array.dtype == np.uint8) or (not jpeg and grey and array.dtype == np.uint16)
     if not ok:
         raise ImageError(f"{path.suffix} cannot hold a {array.dtype} array of shape {array.shape}; write a .tif")

@@ -410,7 +410,8 @@ class Restorer:
             progress: called with ``(done, total)`` tiles.
             axes: one letter per dimension, e.g. ``"TZYX"``, ``"ZYXC"``, ``"YXC"``; inferred for up to 4-D.
             plan_per: ``"slice"`` plans every 2-D image, ``"stack"`` plans each channel group once, on the
-                middle slice, and shares it.
+                middle slice, and shares it. A dask array is always planned as ``"stack"`` (its chunks are
+                restored independently, so they must share their plans).
             channels: ``"auto"`` (3 channels RGB, 4 RGBA, others one by one), ``"rgb"`` or ``"grey"``.
             on_plan: called with ``(what it applies to, plan)`` for each plan used, e.g. for reports.
 
@@ -605,6 +606,9 @@ class _PlanChooser:
         on_plan: OnPlan | None,
     ) -> None:
         self.restorer, self.layout, self.canon, self.scaling = restorer, layout, canon, scaling
+        if plan is not None and routes is None:
+            # A plan made by another model (more experts) would index past this model's experts.
+            check_routes(plan.routes, restorer.config.num_experts)
         self.given = plan if routes is None or plan is None else plan.with_routes(routes)
         self.routes, self.plan_per, self.on_plan = routes, plan_per, on_plan
         self.cache: dict[Any, Plan] = {}

@@ -54,6 +54,7 @@ def describe(restorer: Restorer) -> list[tuple[str, str]]:
     )
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     tasks = ", ".join(c.tasks) if c.tasks and bool(model.task_prototypes.any()) else "none (no degradation label)"
+    task_paths = "; ".join(f"{task} {','.join(map(str, path))}" for task, path in restorer.task_routes().items())
     return [
         ("slerir", __version__),
         ("model", f"config {c.name!r}"),
@@ -80,5 +81,6 @@ def describe(restorer: Restorer) -> list[tuple[str, str]]:
             f"({experts / 1e6:.2f} M of them in its 8 experts)",
         ),
         ("tasks", tasks),
+        ("task paths", task_paths or "none (no task prototypes)"),
         ("tiling", f"tile {c.tile} px, overlap {c.overlap} px"),
     ]

@@ -1,11 +1,13 @@
 """``slerir restore INPUT... -o OUTDIR``: restore image files, folders and globs (TIFF stacks, PNG, JPEG).
 
-Each input ``<stem>.<ext>`` is written to ``OUTDIR/<stem>_restored.<ext>``, atomically (a temporary file
-in OUTDIR, then ``os.replace``). An output that would be one of the inputs is refused. A file that
-cannot be read or restored is reported and skipped; the others still run.
+Each input ``<stem>.<ext>`` is written to ``OUTDIR/<stem>_restored.<ext>`` (with ``--save-maps`` also
+``<stem>_degradation_map``, ``<stem>_routes`` and ``<stem>_report.json``), atomically (a temporary file in
+OUTDIR, then ``os.replace``). An input whose outputs would overwrite one of the inputs, or another input's
+outputs, is refused. A file that cannot be read or restored is reported and skipped; the others still run.
+A grey PNG with alpha (2 channels) has its grey restored and its alpha copied, as RGBA images do.
 
 Exit codes: 0 all restored; 1 some inputs failed (reported, the rest written); 2 nothing ran (bad
-options, config or weights).
+options, config or weights, or no input file found).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from slerir_core.checkpoint import WeightsError
@@ -48,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Each INPUT is written to OUTDIR/<stem>_restored.<ext>, atomically; an output that would "
         "overwrite an input is refused. Exit codes: 0 all restored, 1 some inputs failed (reported; "
-        "the others were written), 2 nothing ran (bad options, config or weights)."
+        "the others were written), 2 nothing ran (bad options, config or weights, or no input file found)."
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="folder for the restored files")
@@ -92,17 +95,27 @@ def run(args: argparse.Namespace) -> int:
     files, failures = collect_inputs(args.inputs)
     for problem in failures:
         print(f"error: {problem}", file=sys.stderr)
+    if not files:
+        print("error: no input files found; nothing to restore", file=sys.stderr)
+        return 2
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs, refused = plan_outputs(files, out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: cannot create the output folder {out_dir}: {err}", file=sys.stderr)
+        return 2
+    jobs, refused = plan_outputs(files, out_dir, args.save_maps)
     for problem in refused:
         print(f"error: {problem}", file=sys.stderr)
     failed, restored = len(failures) + len(refused), 0
     for source, target in tqdm(jobs, unit="file", disable=args.quiet or len(jobs) < 2, desc="files"):
         try:
             report = restore_file(restorer, source, target, args, options)
-        except (ImageError, ValueError, OSError) as err:
-            tqdm.write(f"error: {source}: {err} (skipped)", file=sys.stderr)
+        # Out-of-memory on one huge file must not stop the batch: the smaller files after it can still run.
+        except (ImageError, ValueError, OSError, MemoryError, torch.OutOfMemoryError) as err:
+            message = str(err) or type(err).__name__
+            where = "" if str(source) in message else f"{source}: "
+            tqdm.write(f"error: {where}{message} (skipped)", file=sys.stderr)
             failed += 1
             continue
         restored += 1
@@ -167,21 +180,36 @@ def output_path(source: Path, out_dir: Path) -> Path:
     return out_dir / f"{source.stem}_restored{source.suffix}"
 
 
-def plan_outputs(files: list[Path], out_dir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Pair each input with its output, refusing any output that is an input or another input's output."""
+def map_paths(source: Path, out_dir: Path) -> list[Path]:
+    """Every file ``--save-maps`` may write for ``source`` (PNG for one plan, TIFF for several, the report)."""
+    stem = source.stem
+    return [out_dir / f"{stem}_{name}{ext}" for name in ("degradation_map", "routes") for ext in (".png", ".tif")] + [
+        out_dir / f"{stem}_report.json"
+    ]
+
+
+def plan_outputs(
+    files: list[Path], out_dir: Path, save_maps: bool = False
+) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Pair each input with its output, refusing an input any of whose outputs (the restored image and, with
+    ``save_maps``, its maps and report) is an input or another input's output."""
     inputs = {f.resolve() for f in files}
     taken: dict[Path, Path] = {}
     jobs, refused = [], []
     for source in files:
         target = output_path(source, out_dir)
-        resolved = target.resolve()
-        if resolved in inputs:
-            refused.append(f"{source}: its output {target} is one of the inputs; refusing to overwrite it")
-        elif resolved in taken:
-            refused.append(f"{source}: its output {target} is also {taken[resolved]}'s output; rename one of them")
-        else:
-            taken[resolved] = source
-            jobs.append((source, target))
+        outputs = [target, *(map_paths(source, out_dir) if save_maps else [])]
+        clash = next((o for o in outputs if o.resolve() in inputs), None)
+        if clash is not None:
+            refused.append(f"{source}: its output {clash} is one of the inputs; refusing to overwrite it")
+            continue
+        clash = next((o for o in outputs if o.resolve() in taken), None)
+        if clash is not None:
+            owner = taken[clash.resolve()]
+            refused.append(f"{source}: its output {clash} is also {owner}'s output; rename one of them")
+            continue
+        taken.update((o.resolve(), source) for o in outputs)
+        jobs.append((source, target))
     return jobs, refused
 
 
@@ -199,21 +227,24 @@ def restore_file(
     """
     array, file_axes = read_image(source)
     axes = args.axes or file_axes or infer_axes(array.shape)
+    grey_alpha = is_grey_alpha_png(source, array) and args.axes is None
     routes, tile, overlap = options
     plans: list[tuple[str, Plan]] = []
     start = time.perf_counter()
     with tqdm(unit="tile", leave=False, disable=args.quiet, desc=source.name) as bar:
         restored = restorer.restore(
-            array,
+            array[..., 0] if grey_alpha else array,
             routes=routes,
             tile=tile,
             overlap=overlap,
             progress=_bar_updater(bar),
-            axes=axes,
+            axes="YX" if grey_alpha else axes,
             plan_per=args.plan_per,
             channels=args.channels,
             on_plan=lambda what, plan: plans.append((what, plan)),
         )
+    if grey_alpha:
+        restored = np.stack([restored, array[..., 1]], axis=-1)
     seconds = time.perf_counter() - start
     write_image(target, restored, axes)
     if args.save_maps:
@@ -235,6 +266,12 @@ def restore_file(
     label = f", {first.label} ({first.confidence:.0%})" if first.label else ""
     more = f" (+{len(plans) - 1} more plans)" if len(plans) > 1 else ""
     return f"{array.shape} {array.dtype}, {seconds:.1f} s, routes {','.join(map(str, first.routes))}{more}{label}"
+
+
+def is_grey_alpha_png(source: Path, array: np.ndarray) -> bool:
+    """A PNG read as (H, W, 2) is grey plus alpha (PNG has no other two-channel kind): the alpha must pass
+    through untouched, as for RGBA, not be restored as a second grey channel."""
+    return source.suffix.lower() == ".png" and array.ndim == 3 and array.shape[-1] == 2
 
 
 def _bar_updater(bar: tqdm) -> Callable[[int, int], None]:

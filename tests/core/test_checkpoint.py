@@ -70,3 +70,20 @@ def test_file_that_does_not_match_its_config(tiny_model, tmp_path):
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(WeightsError, match="config stored in the file is invalid"):
         load_model(path)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        [],
+        {"__metadata__": ["not", "a", "mapping"]},
+        {"__metadata__": {"format": "slerir-weights-1", "config": "[1, 2]"}},
+    ],
+)
+def test_headers_of_the_wrong_shape_are_weights_errors(tmp_path, header):
+    """Valid JSON that is not what a weights file holds must not escape as an AttributeError or TypeError."""
+    path = tmp_path / "odd.safetensors"
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text)
+    with pytest.raises(WeightsError, match=r"odd\.safetensors"):
+        load_model(path)

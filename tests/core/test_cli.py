@@ -113,6 +113,39 @@ def test_two_inputs_with_one_output_name_are_not_both_written(tmp_path, capsys):
     assert code == 1 and "rename one" in capsys.readouterr().err
 
 
+def test_no_input_files_is_exit_two_and_creates_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["restore", str(tmp_path / "nope.png"), str(tmp_path / "*.tif"), "-o", str(out), *TINY]) == 2
+    assert "no input files" in capsys.readouterr().err and not out.exists()
+
+
+def test_save_maps_never_overwrites_an_input_or_another_inputs_maps(inputs, tmp_path, capsys):
+    """photo.png's routes picture would be photo_routes.png, an input; x.png and x.tif would share a report."""
+    victim = inputs / "photo_routes.png"
+    write_image(victim, np.zeros((8, 8), np.uint8))
+    before = victim.read_bytes()
+    code = main(["restore", str(inputs / "photo.png"), str(victim), "-o", str(inputs), "--save-maps", *TINY])
+    assert code == 1 and "photo_routes.png is one of the inputs" in capsys.readouterr().err
+    assert victim.read_bytes() == before and not (inputs / "photo_restored.png").exists()
+    twins, out = tmp_path / "twins", tmp_path / "out"
+    twins.mkdir()
+    write_image(twins / "x.png", np.full((16, 16), 100, np.uint8))
+    write_image(twins / "x.tif", np.full((16, 16), 200, np.uint8))
+    assert main(["restore", str(twins), "-o", str(out), "--save-maps", *TINY]) == 1
+    assert "rename one" in capsys.readouterr().err
+    assert json.loads((out / "x_report.json").read_text())["input"] == str(twins / "x.png")
+    assert not (out / "x_restored.tif").exists()
+
+
+def test_a_grey_png_with_alpha_keeps_its_alpha(tmp_path):
+    grey_alpha = np.random.default_rng(1).integers(0, 256, (24, 32, 2), dtype=np.uint8)
+    write_image(tmp_path / "ga.png", grey_alpha)
+    assert main(["restore", str(tmp_path / "ga.png"), "-o", str(tmp_path / "out"), *TINY]) == 0
+    restored, _ = read_image(tmp_path / "out" / "ga_restored.png")
+    assert restored.shape == grey_alpha.shape and np.array_equal(restored[..., 1], grey_alpha[..., 1])
+    assert not np.array_equal(restored[..., 0], grey_alpha[..., 0])
+
+
 def test_save_maps_writes_pictures_and_a_report_with_the_manual_routes(inputs, tmp_path):
     out = tmp_path / "out"
     routes = [0, 2, 1, 1, 0, 2, 2, 1]
@@ -214,6 +247,16 @@ def test_demo_writes_the_restored_sample_and_a_before_after_picture(tmp_path, ca
     h, w = expected.shape[:2]
     assert restored.shape == expected.shape and pair.shape[1] > 2 * w and pair.shape[0] > h
     assert "UNTRAINED" in printed and f"sample {sample!r}" in printed
+
+
+def test_demo_uses_the_axes_a_tiff_records(tmp_path, capsys):
+    """A 5-D hyperstack cannot be guessed from its shape, and CYX is not ZYX: the file's axes decide."""
+    hyperstack = np.random.default_rng(2).integers(100, 4000, (2, 3, 2, 24, 32)).astype(np.uint16)
+    write_image(tmp_path / "h.tif", hyperstack, "TZCYX")
+    assert main(["demo", "--input", str(tmp_path / "h.tif"), "--out", str(tmp_path / "d"), *TINY[:4]]) == 0
+    assert "(TZCYX)" in capsys.readouterr().out
+    restored, _ = read_image(tmp_path / "d" / "h_restored.png")
+    assert restored.shape == (24, 32, 3)
 
 
 def test_demo_takes_an_input(inputs, tmp_path):

@@ -171,6 +171,7 @@ def test_tiff_round_trip_keeps_values_and_axes(tmp_path, shape, axes, dtype):
         ("g.png", (20, 30), np.uint8),
         ("g16.png", (20, 30), np.uint16),
         ("rgba.png", (20, 30, 4), np.uint8),
+        ("grey_alpha.png", (20, 30, 2), np.uint8),
         ("rgb.png", (20, 30, 3), np.uint8),
     ],
 )

@@ -359,6 +359,13 @@ def test_bad_input_raises_a_clear_value_error(restorer, image, kwargs, message):
         restorer.restore(image, **kwargs)
 
 
+def test_a_plan_with_experts_this_model_lacks_is_refused(restorer):
+    plan = restorer.plan(smooth_rgb(32))
+    foreign = dataclasses.replace(plan, routes=[5] * 8)  # e.g. from a model with six experts per stage
+    with pytest.raises(ValueError, match=r"\[0, 2\]"):
+        restorer.restore(smooth_rgb(32), plan=foreign)
+
+
 # -- building restorers -------------------------------------------------------------------------------
 
 
@@ -413,7 +420,8 @@ def test_device_resolution():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("gpu")
-        assert not Restorer(SLERIR(load_config("tiny"))).autocast
+    restorer = Restorer(SLERIR(load_config("tiny")))
+    assert restorer.autocast == (restorer.device.type == "cuda")  # bf16 on CUDA only
 
 
 def test_plan_is_a_dataclass_with_documented_fields():

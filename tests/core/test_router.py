@@ -26,7 +26,9 @@ def test_spherical_code_spreads_more_points_than_dimensions():
 
 def test_sinkhorn_balances_columns():
     scores = torch.randn(60, 3) + torch.tensor([3.0, 0.0, 0.0])  # every row prefers column 0
-    q = sinkhorn(scores, eps=0.05, iters=50)
+    # At eps 0.05 the scaling converges slowly: 50 iterations left a column 0.7 off on a third of the seeds,
+    # 300 leave it within 0.02 on every one of 300 seeds tried.
+    q = sinkhorn(scores, eps=0.05, iters=300)
     assert torch.allclose(q.sum(dim=1), torch.ones(60), atol=1e-4)
     assert torch.allclose(q.sum(dim=0), torch.full((3,), 20.0), atol=0.5)
 
