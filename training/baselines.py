@@ -52,14 +52,6 @@ def non_local_means(image: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 1).astype(np.float32)
 
 
-def total_variation(image: np.ndarray) -> np.ndarray:
-    """Chambolle TV denoising with a weight proportional to the estimated noise level."""
-    from skimage.restoration import denoise_tv_chambolle
-
-    sigma = estimate_noise_sigma(image)
-    return np.clip(denoise_tv_chambolle(image, weight=max(sigma, 1e-3), channel_axis=-1), 0, 1).astype(np.float32)
-
-
 def gaussian_psf(sigma: float = 1.5, size: int | None = None) -> np.ndarray:
     """A normalised 2-D Gaussian kernel, the generic PSF guessed when the true kernel is unknown."""
     size = size or 2 * int(np.ceil(3 * sigma)) + 1

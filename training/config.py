@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from slerir_core.config import ConfigError, ModelConfig, from_dict, read_yaml
+from slerir_core.degradations import TASKS
 
 TRAIN_CONFIG_DIR = Path(__file__).parent / "configs"
 DATA_TYPES = ("synthetic", "folders")
@@ -48,7 +49,8 @@ class DataConfig:
             does; empty leaves the level to the degradation's own random range.
         dead_leaves_prob: share of synthetic clean crops that are dead-leaves images (the rest are crops of
             the scikit-image training images).
-        composite_prob: chance that a synthetic sample carries a second degradation (label: the first).
+        composite_prob: chance that a sample degraded on the fly carries a second degradation of the same
+            domain (photo or microscopy), applied in physical order; the label stays the first.
         workers: DataLoader worker processes (0 loads in the training process).
         val_images: held-out images per task for the per-epoch validation.
         val_size: side of the validation images.
@@ -68,6 +70,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.type in DATA_TYPES, f"type must be one of {DATA_TYPES}")
         _check(len(self.tasks) >= 1 and len(set(self.tasks)) == len(self.tasks), "tasks must be distinct, >= 1")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        _check(not unknown, f"unknown task(s) {unknown}; choose from {list(TASKS)}")
         _check(self.type != "folders" or self.root is not None, "type 'folders' needs root")
         _check(self.crop >= 16 and self.crop % 8 == 0, "crop must be a multiple of 8, at least 16")
         _check(all(s > 0 for s in self.noise_sigmas), "noise_sigmas must be > 0")
@@ -260,15 +264,21 @@ def load_experiment(name_or_path: str | Path) -> ExperimentConfig:
 
 
 def with_overrides(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
-    """A copy with ``train.<key>`` or ``train.stage<k>.<key>`` values replaced (dotted keys), re-validated.
+    """A copy with values replaced by dotted keys into the resolved config, re-validated.
 
-    Example: ``with_overrides(cfg, **{"train.stage1.steps": 40, "train.stage": 2})``.
+    Example: ``with_overrides(cfg, **{"train.stage1.steps": 40, "data.crop": 64, "model.dim": 16})``.
+
+    Raises:
+        ConfigError: a key whose parent is not a section of the config, or an invalid result.
     """
     data = config.to_dict()
     for dotted, value in changes.items():
         node = data
         *parents, last = dotted.split(".")
-        for key in parents:
+        for depth, key in enumerate(parents):
+            if not isinstance(node.get(key), dict):
+                section = ".".join(parents[: depth + 1])
+                raise ConfigError(f"cannot set {dotted!r}: {section!r} is not a section of the config")
             node = node[key]
         node[last] = value
     model = data.pop("model")

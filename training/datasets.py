@@ -50,8 +50,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TRAIN_FOLDERS = {"noise": "Denoise", "rain": "Derain", "haze": "Dehaze", "blur": "Deblur", "lowlight": "Lowlight"}
 TEST_FOLDERS = {"noise": "denoise", "rain": "derain", "haze": "dehaze", "blur": "deblur", "lowlight": "lowlight"}
 PAIR_NAMES = (("input", "target"), ("rainy", "gt"), ("synthetic", "original"), ("low", "high"), ("blur", "sharp"))
-# Tag mixed into the seeds of held-out dead-leaves images, so they never coincide with training ones
-# (training seeds are (seed, epoch, index) triples; these are (tag, i) pairs).
+# Tag of the seeds of held-out test data. Held-out dead-leaves images use it as a SeedSequence spawn key:
+# a plain key (tag, i) would equal the training key (seed, epoch, index) = (tag, i, 0), because NumPy pads
+# short keys with zeros; a spawn key cannot collide with a key that has none.
 TEST_SEED_TAG = 0x7E57
 ORDER_SEED_TAG = 0x0DE5  # seeds of the per-epoch image order of folder datasets
 
@@ -134,14 +135,16 @@ def centre_square(img: np.ndarray, size: int) -> np.ndarray:
 def held_out_clean_images(n: int, size: int) -> list[tuple[str, np.ndarray]]:
     """``n`` clean test images never used for training: scikit-image's test split, then dead-leaves images.
 
-    Dead-leaves seeds are ``(TEST_SEED_TAG, i)``, disjoint from the ``(seed, epoch, index)`` training seeds.
+    Dead-leaves seeds are ``i`` with the spawn key ``(TEST_SEED_TAG,)``, disjoint from the ``(seed, epoch,
+    index)`` training seeds.
     """
     from slerir_core.clean_images import dead_leaves, skimage_images
 
     out = [(name, centre_square(img, size)) for name, img in skimage_images("test")[:n]]
     i = 0
     while len(out) < n:
-        out.append((f"dead_leaves_{i}", dead_leaves(size, np.random.default_rng((TEST_SEED_TAG, i)))))
+        rng = np.random.default_rng(np.random.SeedSequence(i, spawn_key=(TEST_SEED_TAG,)))
+        out.append((f"dead_leaves_{i}", dead_leaves(size, rng)))
         i += 1
     return out
 
@@ -233,15 +236,20 @@ def folder_items(root: str | Path, task: str, split: str) -> list[tuple[Path, Pa
 
 
 def _degrade(clean: np.ndarray, task: str, rng: np.random.Generator, cfg: DataConfig) -> np.ndarray:
-    """Apply ``task`` (plus, with ``composite_prob``, a second task) to a clean crop."""
-    from slerir_core.degradations import degrade
+    """Apply ``task`` to a clean crop; with ``composite_prob``, also a second task of the same domain.
 
-    params = {"sigma": float(rng.choice(cfg.noise_sigmas))} if task == "noise" and cfg.noise_sigmas else {}
-    out = degrade(clean, task, rng, **params)
-    if cfg.composite_prob > 0 and len(cfg.tasks) > 1 and rng.random() < cfg.composite_prob:
-        others = [t for t in cfg.tasks if t != task]
-        out = degrade(out, others[int(rng.integers(len(others)))], rng)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    A composite goes through ``slerir_core.degradations.composite``, so the pair is applied in physical
+    order (sensor noise last, never blurred or hazed over) whichever of the two is the labelled task.
+    """
+    from slerir_core.degradations.composite import DOMAINS, composite
+
+    chosen = [task]
+    if cfg.composite_prob > 0 and rng.random() < cfg.composite_prob:
+        partners = [t for t in cfg.tasks if t != task and DOMAINS[t] == DOMAINS[task]]
+        if partners:
+            chosen.append(partners[int(rng.integers(len(partners)))])
+    params = {"noise": {"sigma": float(rng.choice(cfg.noise_sigmas))}} if "noise" in chosen and cfg.noise_sigmas else {}
+    return np.clip(composite(clean, chosen, rng, params), 0.0, 1.0).astype(np.float32)
 
 
 class TrainStream(Dataset):

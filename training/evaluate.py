@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from slerir_core.degradations import TASKS
 from training.datasets import (
     TEST_FOLDERS,
     TEST_SEED_TAG,
@@ -335,7 +336,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tasks",
         nargs="+",
-        help="tasks to evaluate (default: the model's training tasks, "
+        choices=TASKS,
+        metavar="TASK",
+        help=f"tasks to evaluate, of {', '.join(TASKS)} "
+        "(default: the model's training tasks, "
         "else the five paper tasks, or those with test folders under --data)",
     )
     parser.add_argument(
@@ -380,8 +384,12 @@ def _load_network(args: argparse.Namespace, device: Any) -> tuple[Any, str] | No
 
     try:
         config = load_config(args.config)
-    except ConfigError:
-        config = load_experiment(args.config).model
+    except ConfigError as model_err:
+        try:
+            config = load_experiment(args.config).model
+        except ConfigError as train_err:
+            # Report both lookups: the name may have been meant as either kind of config.
+            raise ConfigError(f"not a model config ({model_err}) nor a training config ({train_err})") from None
     torch.manual_seed(0)
     return SLERIR(config).to(device).eval(), f"SLER-IR ({config.name}, untrained)"
 

@@ -672,7 +672,8 @@ def _loop(
 
 
 def _log_validation(results: dict[str, Any], step: int, log: RunLog) -> None:
-    parts = []
+    width = max(map(len, results), default=0)
+    lines = [f"step {step} validation (PSNR, gain over the input, most common path, its purity):"]
     for task, r in results.items():
         log.row(
             "val_log",
@@ -690,8 +691,10 @@ def _log_validation(results: dict[str, Any], step: int, log: RunLog) -> None:
         if log.tb is not None:
             log.tb.add_scalar(f"val/psnr_{task}", r["psnr"], step)
             log.tb.add_scalar(f"val/purity_{task}", r["purity"], step)
-        parts.append(f"{task} {r['psnr']:.2f} dB ({r['gain']:+.2f}) path {r['path']} purity {r['purity']:.2f}")
-    log.print(f"step {step} validation: " + "; ".join(parts))
+        lines.append(
+            f"  {task:<{width}}  {r['psnr']:6.2f} dB ({r['gain']:+6.2f})  path {r['path']}  purity {r['purity']:.2f}"
+        )
+    log.print("\n".join(lines))
 
 
 def _checkpoint(job: Job, rt: Runtime, trainee: Trainee, step: int) -> None:

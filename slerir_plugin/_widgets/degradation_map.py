@@ -47,7 +47,7 @@ class DegradationMapWidget(JobWidget):
         self._opacity = FloatSlider(label="Opacity", value=0.5, min=0.0, max=1.0, step=0.05)
         self._show_button = PushButton(text="Show maps")
         self._show_button.tooltip = "Analyse the current slice and add one probability map per degradation."
-        self._label = Label(label="Whole image", value="–")
+        self._label = Label(label="Verdict", value="–")
         self._label.tooltip = "The whole image's degradation and the model's confidence in it."
         self._label.native.setWordWrap(True)
         self._summary = Label(label="Maps", value="")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 
 import numpy as np
@@ -14,6 +15,7 @@ from training.datasets import (
     FolderDataset,
     StreamSampler,
     SyntheticDataset,
+    _degrade,
     augment,
     folder_items,
     held_out_clean_images,
@@ -78,6 +80,13 @@ def test_held_out_images_are_not_training_images():
     train_names = {name for name, _ in skimage_images("train")}
     assert all(img.shape == (32, 32, 3) for _, img in held)
     assert not {name for name, _ in held} & train_names
+    # Generated held-out images cannot share a seed with a training sample, even for a run seeded with the tag.
+    from slerir_core.clean_images import dead_leaves
+    from training.datasets import TEST_SEED_TAG
+
+    name, image = held_out_clean_images(len(skimage_images("test")) + 1, 32)[-1]
+    assert name == "dead_leaves_0"
+    assert not np.array_equal(image, dead_leaves(32, np.random.default_rng((TEST_SEED_TAG, 0, 0))))
 
 
 def test_folder_dataset_matches_pairs_by_name(promptir_root):
@@ -110,3 +119,26 @@ def test_folder_test_set_crops_to_multiples_of_16(promptir_root):
     assert all(c.clean.shape == (32, 32, 3) for c in cases)
     noisy = cases[1].degraded
     assert noisy.std() > cases[0].degraded.std() > 0 and np.allclose(noisy * 255, np.round(noisy * 255), atol=1e-4)
+
+
+def test_composite_samples_pair_tasks_of_one_domain(monkeypatch):
+    composite_module = importlib.import_module("slerir_core.degradations.composite")
+    calls = []
+    real = composite_module.composite
+
+    def spy(clean, tasks, rng, params=None):
+        calls.append((list(tasks), dict(params or {})))
+        return real(clean, tasks, rng, params)
+
+    monkeypatch.setattr(composite_module, "composite", spy)
+    cfg = DataConfig(tasks=("noise", "haze", "micro_noise", "micro_blur"), crop=16, composite_prob=1.0)
+    clean = np.full((16, 16, 3), 0.4, np.float32)
+    for seed in range(6):
+        for task in cfg.tasks:
+            out = _degrade(clean, task, np.random.default_rng(seed), cfg)
+            assert out.shape == clean.shape and out.dtype == np.float32
+            tasks, params = calls[-1]
+            assert tasks[0] == task and len(tasks) == 2
+            assert len({t.startswith("micro_") for t in tasks}) == 1
+            if "noise" in tasks:
+                assert params["noise"]["sigma"] in cfg.noise_sigmas

@@ -123,3 +123,12 @@ def test_evaluate_reads_real_test_folders(promptir_root, capsys):
     text = capsys.readouterr().out
     assert "Deraining" in text and "Denoising σ=25" in text and "Dehazing" not in text  # no Test/dehaze here
     assert "all images, whole images" in text
+
+
+def test_evaluate_rejects_unknown_configs_and_tasks(capsys):
+    assert cli(["evaluate", "--config", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "'tiny'" in err and "'tiny-synthetic'" in err  # both kinds of config are offered
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["evaluate", "--tasks", "snow"])
+    assert exit_info.value.code == 2 and "invalid choice: 'snow'" in capsys.readouterr().err

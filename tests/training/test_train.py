@@ -51,6 +51,11 @@ def test_stage1_lowers_loss_and_exports_labelled_weights(stage1):
     norms = model.task_prototypes.norm(dim=-1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
     assert (stage1 / "checkpoint.pt").is_file() and (stage1 / "tensorboard").is_dir()
+    # Validation after every epoch (10 steps), one row per task.
+    with (stage1 / "val_log.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted({int(r["step"]) for r in rows}) == [10, 20, 30, 40]
+    assert all({r["task"] for r in rows if int(r["step"]) == s} == set(model.config.tasks) for s in (10, 40))
     summary = json.loads((stage1 / "summary.json").read_text())
     assert summary["finished"] and set(summary["validation"]) == set(model.config.tasks)
     assert "min_centre_angle" in summary["last"] and "centre_load_0" in summary["last"]
@@ -84,9 +89,11 @@ def test_stage2_freezes_routing_and_keeps_routes(stage1, tmp_path):
     assert train("--stage", "2", "--init", str(init), "--steps", "6", "--out", str(out), *QUICK) == 0
     before, after = load_file(str(init)), load_file(str(out / "model.safetensors"))
     frozen = ("degradation_extractor.", "content_extractor.", "router.", "task_prototypes")
-    for name, t in before.items():
-        if name.startswith(frozen):
-            assert torch.equal(t, after[name]), f"{name} changed in stage 2"
+    checked = [name for name in before if name.startswith(frozen)]
+    assert {p for p in frozen if any(n.startswith(p) for n in checked)} == set(frozen)
+    assert "router.centres" in checked
+    for name in checked:
+        assert torch.equal(before[name], after[name]), f"{name} changed in stage 2"
     assert any(not torch.equal(t, after[n]) for n, t in before.items() if n.startswith("stages."))
     s1 = json.loads((stage1 / "summary.json").read_text())["validation"]
     s2 = json.loads((out / "summary.json").read_text())["validation"]
@@ -175,3 +182,15 @@ def test_config_overrides_and_errors(tmp_path):
     bad.write_text("name: x\nmodel: tiny\ndata: {type: synthetic}\n")
     with pytest.raises(ConfigError, match="steps_per_epoch"):
         load_experiment(bad)
+    with pytest.raises(ConfigError, match=r"unknown task.*snow"):
+        with_overrides(exp, **{"data.tasks": ["noise", "snow"]})
+    with pytest.raises(ConfigError, match="'foo' is not a section"):
+        with_overrides(exp, **{"foo.bar": 1})
+    with pytest.raises(ConfigError, match=r"'train\.stage1\.lr' is not a section"):
+        with_overrides(exp, **{"train.stage1.lr.x": 1})
+
+
+def test_bad_overrides_are_clear_errors_before_any_output(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train("--steps", "2", "--out", str(out), "--set", "data.tasks=[noise, snow]") == 2
+    assert "snow" in capsys.readouterr().err and not out.exists()
