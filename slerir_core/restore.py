@@ -46,6 +46,7 @@ from slerir_core.checkpoint import load_model
 from slerir_core.config import STAGES, ModelConfig, load_config
 from slerir_core.io import MIN_SIDE, ImageError, Layout, Scaling, make_layout
 from slerir_core.model import SLERIR
+from slerir_core.model.slerir import check_routes as route_tensor
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "slerir-compact.safetensors"
 DEFAULT_CONFIG = "compact"
@@ -75,18 +76,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def check_routes(routes: Sequence[int], num_experts: int) -> list[int]:
-    """Validate manual routes: one expert index in ``[0, num_experts)`` per routed stage.
+    """Validate manual routes for one image: one expert index in ``[0, num_experts)`` per routed stage.
 
     Raises:
         ValueError: wrong length or an index out of range.
     """
-    routes = [int(r) for r in routes]
-    if len(routes) != len(STAGES):
-        raise ValueError(f"routes need {len(STAGES)} expert indices ({', '.join(STAGES)}), got {len(routes)}")
-    bad = [r for r in routes if not 0 <= r < num_experts]
-    if bad:
-        raise ValueError(f"expert indices must be in [0, {num_experts - 1}], got {routes}")
-    return routes
+    return route_tensor(routes, 1, num_experts)[0].tolist()
 
 
 # -- the plan -----------------------------------------------------------------------------------------

@@ -20,6 +20,29 @@ ROUTING_MODES = ("soft", "hard")
 Routes = torch.Tensor | Sequence[int] | Sequence[Sequence[int]]
 
 
+def check_routes(routes: Routes, batch: int, num_experts: int) -> torch.Tensor:
+    """Validate manual routes and return them as a (batch, 8) long tensor.
+
+    Args:
+        routes: one list of 8 expert indices for the whole batch, or one list per sample.
+        batch: samples in the batch.
+        num_experts: C, experts per stage.
+
+    Raises:
+        ValueError: wrong length, wrong batch size, or an expert index outside [0, C).
+    """
+    r = torch.as_tensor(routes, dtype=torch.long)
+    if r.ndim == 1:
+        r = r.expand(batch, -1)
+    if r.ndim != 2 or r.shape[1] != len(STAGES):
+        raise ValueError(f"routes need {len(STAGES)} expert indices ({', '.join(STAGES)}), got {list(r.shape)}")
+    if r.shape[0] != batch:
+        raise ValueError(f"routes given for {r.shape[0]} samples, but the batch has {batch}")
+    if bool(((r < 0) | (r >= num_experts)).any()):
+        raise ValueError(f"expert indices must be in [0, {num_experts - 1}], got {r.tolist()}")
+    return r.contiguous()
+
+
 class SLERIR(nn.Module):
     """Spherical layer-wise expert routing for all-in-one image restoration.
 
@@ -192,31 +215,13 @@ class SLERIR(nn.Module):
         info = self.analyse(x, with_map=not self.training)
         probs = None
         if routes is not None:
-            info["routes"] = self.check_routes(routes, x.shape[0]).to(x.device)
+            info["routes"] = check_routes(routes, x.shape[0], self.config.num_experts).to(x.device)
         elif self.routing == "soft":
             probs = info["probs"]
         elif self.routing != "hard":
             raise ValueError(f"routing must be one of {ROUTING_MODES}, not {self.routing!r}")
         restored = self.restore_features(x, info["routes"], info.get("prior"), probs=probs)
         return restored, info
-
-    def check_routes(self, routes: Routes, batch: int) -> torch.Tensor:
-        """Validate manual routes and return them as a (batch, 8) long tensor.
-
-        Raises:
-            ValueError: wrong length, wrong batch size, or an expert index outside [0, C).
-        """
-        r = torch.as_tensor(routes, dtype=torch.long)
-        if r.ndim == 1:
-            r = r.expand(batch, -1)
-        if r.ndim != 2 or r.shape[1] != len(STAGES):
-            raise ValueError(f"routes need {len(STAGES)} expert indices ({', '.join(STAGES)}), got {list(r.shape)}")
-        if r.shape[0] != batch:
-            raise ValueError(f"routes given for {r.shape[0]} samples, but the batch has {batch}")
-        c = self.config.num_experts
-        if bool(((r < 0) | (r >= c)).any()):
-            raise ValueError(f"expert indices must be in [0, {c - 1}], got {r.tolist()}")
-        return r.contiguous()
 
     # -- parameter groups -----------------------------------------------------------------------------
 
