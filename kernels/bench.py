@@ -84,6 +84,15 @@ def _median_ms(fn: Callable[[], object], grads: list | None = None, graph: bool 
         return float("nan")
 
 
+def _kernel_and_eager_ms(kernel: Callable[[], object], eager: Callable[[], object], grads: list | None) -> dict:
+    """Median ms of the kernel (launched, and replayed as a CUDA graph) and of its eager twin."""
+    return {
+        "triton": _median_ms(kernel, grads),
+        "graph": _median_ms(kernel, grads, graph=True),
+        "eager": _median_ms(eager, grads),
+    }
+
+
 def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30) -> float:
     """Device-to-device copy bandwidth in bytes/s (bytes read plus bytes written), median of do_bench."""
     src = torch.randn(nbytes // 4, device=device)
@@ -159,11 +168,7 @@ def bench_attention(sizes: tuple[int, ...], dtypes: list[str], device: torch.dev
                     _attention_step, transposed_attention_triton, qkv, shape, temperature, step_dout
                 )
                 eager = functools.partial(_attention_step, transposed_attention_ref, qkv, shape, temperature, step_dout)
-                times = {
-                    "triton": _median_ms(kernel, grads),
-                    "graph": _median_ms(kernel, grads, graph=True),
-                    "eager": _median_ms(eager, grads),
-                }
+                times = _kernel_and_eager_ms(kernel, eager, grads)
                 floor = nbytes / bandwidth * 1e3
                 rows.append({
                     "size": size, "stage": shape.stage, "C_h": shape.head_channels, "heads": shape.heads,
@@ -216,11 +221,7 @@ def bench_routed(dtypes: list[str], device: torch.device, bandwidth: float, batc
                 step_dy = None if mode == "fwd" else dy
                 kernel = functools.partial(_routed_step, routed_pointwise_triton, x, weight, index, step_dy)
                 eager = functools.partial(_routed_step, routed_pointwise_ref, x, weight, index, step_dy)
-                times = {
-                    "triton": _median_ms(kernel, grads),
-                    "graph": _median_ms(kernel, grads, graph=True),
-                    "eager": _median_ms(eager, grads),
-                }
+                times = _kernel_and_eager_ms(kernel, eager, grads)
                 floor = nbytes / bandwidth * 1e3
                 rows.append({
                     "op": name, "C_in": c_in, "C_out": c_out, "B": batch, "N": n, "dtype": dtype_name,

@@ -82,3 +82,15 @@ def wait_job(qtbot):
         qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
 
     return wait
+
+
+@pytest.fixture
+def docked(make_napari_viewer):
+    """A new viewer with one of the plugin's widgets docked: ``viewer, widget = docked("Restore")``."""
+
+    def dock(name: str):
+        viewer = make_napari_viewer()
+        _dock, widget = viewer.window.add_plugin_dock_widget("slerir", name)
+        return viewer, widget
+
+    return dock

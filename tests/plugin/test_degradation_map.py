@@ -12,10 +12,8 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def map_widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("slerir", "Degradation map")
-    return viewer, widget
+def map_widget(docked):
+    return docked("Degradation map")
 
 
 def test_maps_appear_over_the_image(map_widget, rgb_image, wait_job):

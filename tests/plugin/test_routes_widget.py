@@ -13,9 +13,8 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def routes_widget(make_napari_viewer, rgb_image):
-    viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("slerir", "Routes")
+def routes_widget(docked, rgb_image):
+    viewer, widget = docked("Routes")
     layer = viewer.add_image(rgb_image, name="photo", scale=(0.5, 0.5), translate=(1.0, 2.0))
     widget._image.value = layer
     return viewer, widget
