@@ -27,6 +27,12 @@ DEFAULT_EXPERTS = 3
 """Experts per stage shown before a model is loaded (every shipped config uses 3)."""
 
 
+def channel_mode(axes: str | None) -> str:
+    """The Restorer's ``channels`` for a layer: a colour axis (napari's ``rgb`` layers, the only ones given a
+    ``C``) holds colour whatever the dtype, so float and 16-bit RGB pictures are restored as colour."""
+    return "rgb" if axes and axes.endswith("C") else "auto"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Which model the widgets use.
@@ -180,7 +186,7 @@ class SharedState:
             if key in self._plans:
                 self._plans.move_to_end(key)
                 return self._plans[key]
-        plan = restorer.plan(image, axes=axes)
+        plan = restorer.plan(image, axes=axes, channels=channel_mode(axes))
         with self._lock:
             self._plans[key] = plan
             while len(self._plans) > self._max_plans:

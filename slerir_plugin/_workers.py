@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
-from slerir_plugin._state import STATE, ModelInfo, ModelSpec
+from slerir_plugin._state import STATE, ModelInfo, ModelSpec, channel_mode
 
 if TYPE_CHECKING:
     from napari.qt.threading import GeneratorWorker
@@ -278,7 +278,14 @@ def restore_job(job: RestoreJob) -> Generator[Update, None, RestoreResult | Fail
 
         start = time.perf_counter()
         steps = restorer.restore_steps(
-            image, plan=plan, routes=routes, tile=job.tile, axes=job.axes, plan_per=job.plan_per, on_plan=on_plan
+            image,
+            plan=plan,
+            routes=routes,
+            tile=job.tile,
+            axes=job.axes,
+            plan_per=job.plan_per,
+            channels=channel_mode(job.axes),
+            on_plan=on_plan,
         )
         data = yield from _drive(steps)
         if _is_lazy(data):  # a dask layer: compute here, in the worker, not on the main thread

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from slerir_core.atomic import prepare_folder
 from slerir_core.checkpoint import WeightsError
 from slerir_core.commands._model_args import add_model_arguments, build_restorer
 from slerir_core.config import ConfigError
-from slerir_core.io import ImageError, make_layout, read_image, write_image
+from slerir_core.io import ImageError, make_layout, read_image_file, write_image
 from slerir_core.samples import PHOTO_SAMPLES, degraded_photo
 
 
@@ -32,29 +33,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Restore the sample; returns 0, or 2 when the model or the input cannot be used."""
+    """Restore the sample; returns 0, or 2 when the model, the input or the output folder cannot be used."""
+    out = Path(args.out)
     try:
         restorer = build_restorer(args)
-        image, axes, name, where = load_sample(args.input, args.sample)
+        image, axes, channels, name, where = load_sample(args.input, args.sample)
         restorer.resolve_options(tile=args.tile)
-    except (WeightsError, ConfigError, ImageError, ValueError) as err:
+        prepare_folder(out)  # before the work: --out may name a file or a read-only folder
+    except (WeightsError, ConfigError, ImageError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: cannot write to the output folder {out}: {err.strerror or err}", file=sys.stderr)
         return 2
     print(restorer.describe())
     print(f"input: {where}, {image.shape} {image.dtype}" + (f" ({axes})" if axes else ""))
     start = time.perf_counter()
     try:
-        plan = restorer.plan(image, axes=axes)
-        restored = restorer.restore(image, plan=plan, tile=args.tile, axes=axes)
+        plan = restorer.plan(image, axes=axes, channels=channels)
+        restored = restorer.restore(image, plan=plan, tile=args.tile, axes=axes, channels=channels)
     except ImageError as err:  # NaN, too small, ... only known once the image is looked at
         print(f"error: {err}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    restored_path = write_image(out / f"{name}_restored.png", to_display(restored, axes))
+    restored_path = write_image(out / f"{name}_restored.png", to_display(restored, axes, channels))
     model_name = f"SLER-IR {restorer.config.name}" + (" (UNTRAINED)" if restorer.untrained else "")
-    picture = before_after(to_display(image, axes), to_display(restored, axes), ["before", f"after: {model_name}"])
+    picture = before_after(
+        to_display(image, axes, channels), to_display(restored, axes, channels), ["before", f"after: {model_name}"]
+    )
     pair_path = write_image(out / "before_after.png", picture)
     label = f"; degradation: {plan.label} ({plan.confidence:.0%})" if plan.label else ""
     print(f"routes {','.join(map(str, plan.routes))}{label}; restored in {seconds:.1f} s")
@@ -67,25 +73,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_sample(path: str | None, sample: str = "noisy") -> tuple[np.ndarray, str | None, str, str]:
-    """The demo image, its axes (from a TIFF's metadata; None: guess from the shape), a name for its output
-    and a description of where it came from.
+def load_sample(path: str | None, sample: str = "noisy") -> tuple[np.ndarray, str | None, str, str, str]:
+    """The demo image, its axes (from a TIFF's metadata; None: guess from the shape), its channel mode
+    (``rgb`` when the file stores colour, else ``auto``), a name for its output and a description of where
+    it came from.
 
     Raises:
         ImageError: an input that cannot be read.
     """
     if path is not None:
-        image, axes = read_image(path)
-        return image, axes, Path(path).stem, str(path)
+        image = read_image_file(path)
+        return image.array, image.axes, "rgb" if image.colour else "auto", Path(path).stem, str(path)
     recipe = PHOTO_SAMPLES[sample]
     where = f"sample {sample!r}: skimage.data.{recipe.source} with {recipe.task} {recipe.params}"
-    return degraded_photo(sample), None, f"{recipe.source}_{sample}", where
+    return degraded_photo(sample), None, "auto", f"{recipe.source}_{sample}", where
 
 
-def to_display(image: np.ndarray, axes: str | None = None) -> np.ndarray:
+def to_display(image: np.ndarray, axes: str | None = None, channels: str = "auto") -> np.ndarray:
     """A uint8 grey/RGB picture of a 2-D image (the middle slice of a stack, the first of several channels
     that are not RGB), stretched to its own range."""
-    layout = make_layout(image.shape, axes)
+    layout = make_layout(image.shape, axes, channels, image.dtype)
     canon = layout.canonical(image)[tuple(n // 2 for n in layout.stack_shape)]
     picture = canon[..., :3] if layout.mode in ("rgb", "rgba") else canon[..., :1]
     if picture.dtype != np.uint8:

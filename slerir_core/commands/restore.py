@@ -2,12 +2,21 @@
 
 Each input ``<stem>.<ext>`` is written to ``OUTDIR/<stem>_restored.<ext>`` (with ``--save-maps`` also
 ``<stem>_degradation_map``, ``<stem>_routes`` and ``<stem>_report.json``), atomically (a temporary file in
-OUTDIR, then ``os.replace``). An input whose outputs would overwrite one of the inputs, or another input's
-outputs, is refused. A file that cannot be read or restored is reported and skipped; the others still run.
-A grey PNG with alpha (2 channels) has its grey restored and its alpha copied, as RGBA images do.
+OUTDIR, then ``os.replace``), with the input's calibration (TIFF resolution, ImageJ and OME-TIFF pixel
+sizes, PNG/JPEG dpi). An input whose outputs would overwrite one of the inputs, or another input's
+outputs, is refused. An input whose output already exists is skipped, so a second run over the same
+folders only does what is left; ``--overwrite`` restores it again. Folders and globs leave out files named
+like this command's outputs (``*_restored``, ``*_degradation_map``, ``*_routes``), so OUTDIR may be the
+input folder; name such a file to restore it. A file that cannot be read or restored is reported and
+skipped; the others still run. A grey PNG with alpha (2 channels) has its grey restored and its alpha
+copied, as RGBA images do.
 
-Exit codes: 0 all restored; 1 some inputs failed (reported, the rest written); 2 nothing ran (bad
-options, config or weights, or no input file found).
+OUTDIR is checked to be writable before anything is restored, temporary files that a killed run left there
+are removed, and a full or read-only OUTDIR found mid-run stops the run rather than restoring images that
+cannot be written.
+
+Exit codes: 0 all restored (or skipped, their outputs existing); 1 some inputs failed (reported, the rest
+written); 2 nothing ran (bad options, config or weights, no input file found, or OUTDIR not writable).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import json
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,11 +35,31 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from slerir_core.atomic import prepare_folder
 from slerir_core.checkpoint import WeightsError
 from slerir_core.commands._model_args import add_model_arguments, build_restorer
 from slerir_core.config import ConfigError
-from slerir_core.io import CHANNEL_MODES, IMAGE_SUFFIXES, ImageError, infer_axes, read_image, write_image, write_text
+from slerir_core.io import (
+    CHANNEL_MODES,
+    IMAGE_SUFFIXES,
+    MAX_PIXELS_ENV,
+    ImageError,
+    infer_axes,
+    make_layout,
+    pixel_limit,
+    read_image_file,
+    write_image,
+    write_text,
+)
 from slerir_core.restore import PLAN_PER, Plan, Restorer
+
+OUTPUT_STEM = re.compile(r"_(restored|degradation_map|routes)$")
+"""Stems of the files this command writes, which folders and globs leave out."""
+
+
+class OutputError(OSError):
+    """An output that could not be written: the folder is full, read-only or gone."""
+
 
 EXPERT_COLOURS = np.array(
     [
@@ -49,16 +79,20 @@ EXPERT_COLOURS = np.array(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``slerir restore``."""
     parser.epilog = (
-        "Each INPUT is written to OUTDIR/<stem>_restored.<ext>, atomically; an output that would "
-        "overwrite an input is refused. Exit codes: 0 all restored, 1 some inputs failed (reported; "
-        "the others were written), 2 nothing ran (bad options, config or weights, or no input file found)."
+        "Each INPUT is written to OUTDIR/<stem>_restored.<ext>, atomically, with its calibration; an output "
+        "that would overwrite an input is refused, and one that exists is skipped unless --overwrite. "
+        "Folders and globs leave out files named like outputs (*_restored, *_degradation_map, *_routes). "
+        "Exit codes: 0 all restored or skipped, 1 some inputs failed (reported; the others were written), "
+        "2 nothing ran (bad options, config or weights, no input file found, or OUTDIR not writable)."
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="folder for the restored files")
     parser.add_argument(
         "--routes", metavar="R,R,...", help="8 expert indices overriding the router, e.g. 0,2,1,1,0,2,2,1"
     )
-    parser.add_argument("--tile", type=int, help="tile size in pixels (default: the config's; 0: no tiling)")
+    parser.add_argument(
+        "--tile", type=int, help="tile size in pixels, 0 (no tiling) or at least 64 (default: the config's)"
+    )
     parser.add_argument("--overlap", type=int, help="overlap of neighbouring tiles (default: the config's)")
     parser.add_argument(
         "--plan-per",
@@ -71,7 +105,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--channels",
         choices=CHANNEL_MODES,
         default="auto",
-        help="auto: 3 channels RGB, 4 RGBA, others one by one; grey: always one by one",
+        help="auto: RGB/RGBA for files that store colour (PNG, JPEG, RGB TIFF) and 8-bit data with 3 or 4 "
+        "channels last, every other multichannel image one channel at a time; rgb: 3 channels RGB, 4 RGBA; "
+        "grey: always one channel at a time",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="restore inputs whose outputs exist again (default: skip them)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help=f"largest PNG/JPEG to read, in pixels, against decompression bombs (0: no limit; default: "
+        f"${MAX_PIXELS_ENV} or 178956970)",
     )
     parser.add_argument(
         "--save-maps",
@@ -85,43 +131,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Restore every input; returns the exit code."""
     try:
+        pixel_limit(args.max_pixels)
         restorer = build_restorer(args)
         routes = parse_routes(args.routes)
         options = restorer.resolve_options(routes, args.tile, args.overlap, args.plan_per)
-    except (WeightsError, ConfigError, ValueError) as err:
+    except (WeightsError, ConfigError, ImageError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(restorer.describe())
-    files, failures = collect_inputs(args.inputs)
+    files, failures, outputs_left_out = collect_inputs(args.inputs)
     for problem in failures:
         print(f"error: {problem}", file=sys.stderr)
+    if outputs_left_out:
+        print(
+            f"note: left out {len(outputs_left_out)} file(s) named like outputs of this command "
+            f"({', '.join(p.name for p in outputs_left_out[:3])}{', ...' if len(outputs_left_out) > 3 else ''}); "
+            "name them on the command line to restore them",
+            file=sys.stderr,
+        )
     if not files:
         print("error: no input files found; nothing to restore", file=sys.stderr)
         return 2
     out_dir = Path(args.out)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        stale = prepare_folder(out_dir)
     except OSError as err:
-        print(f"error: cannot create the output folder {out_dir}: {err}", file=sys.stderr)
+        print(f"error: cannot write to the output folder {out_dir}: {err.strerror or err}", file=sys.stderr)
         return 2
+    for path in stale:
+        print(f"note: removed {path.name}, a temporary file an interrupted run left", file=sys.stderr)
     jobs, refused = plan_outputs(files, out_dir, args.save_maps)
     for problem in refused:
         print(f"error: {problem}", file=sys.stderr)
+    jobs, existing = skip_existing(jobs, out_dir, args.save_maps, args.overwrite)
+    for source, output in existing:
+        print(f"note: {source}: {output} exists; skipped (--overwrite restores it again)", file=sys.stderr)
     failed, restored = len(failures) + len(refused), 0
-    for source, target in tqdm(jobs, unit="file", disable=args.quiet or len(jobs) < 2, desc="files"):
+    for number, (source, target) in enumerate(
+        tqdm(jobs, unit="file", disable=args.quiet or len(jobs) < 2, desc="files")
+    ):
         try:
             report = restore_file(restorer, source, target, args, options)
         # Out-of-memory on one huge file must not stop the batch: the smaller files after it can still run.
         except (ImageError, ValueError, OSError, MemoryError, torch.OutOfMemoryError) as err:
             message = str(err) or type(err).__name__
             where = "" if str(source) in message else f"{source}: "
-            tqdm.write(f"error: {where}{message} (skipped)", file=sys.stderr)
             failed += 1
+            # A folder that took no output (full, read-only, over quota) would fail every later file too:
+            # stop rather than restore images that cannot be written.
+            if isinstance(err, OutputError):
+                left = len(jobs) - number - 1
+                tqdm.write(f"error: {where}{message}; stopping, {left} more input(s) not attempted", file=sys.stderr)
+                failed += left
+                break
+            tqdm.write(f"error: {where}{message} (skipped)", file=sys.stderr)
             continue
         restored += 1
         tqdm.write(f"{source} -> {target} ({report})")
+    skipped = f"; {len(existing)} skipped (outputs exist)" if existing else ""
     print(
-        f"restored {restored} of {restored + failed} inputs into {out_dir}" + (f"; {failed} failed" if failed else "")
+        f"restored {restored} of {restored + failed + len(existing)} inputs into {out_dir}"
+        + (f"; {failed} failed" if failed else "")
+        + skipped
     )
     return 1 if failed else 0
 
@@ -142,14 +213,18 @@ def parse_routes(text: str | None) -> list[int] | None:
         ) from None
 
 
-def collect_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
+def collect_inputs(patterns: list[str]) -> tuple[list[Path], list[str], list[Path]]:
     """Expand files, folders (their image files, not recursive) and glob patterns; drop duplicates.
 
+    Folders and globs leave out files whose names end like this command's outputs (``is_output_name``);
+    files named one by one are always kept.
+
     Returns:
-        The files in order, and a message for each pattern that matched nothing.
+        The files in order, a message for each pattern that matched nothing, and the files left out.
     """
     files: list[Path] = []
     problems: list[str] = []
+    left_out: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
@@ -160,19 +235,28 @@ def collect_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
             )
             problem = f"{pattern}: the folder holds no {'/'.join(IMAGE_SUFFIXES)} files"
         elif path.is_file():
-            found, problem = [path], ""
+            files.append(path)
+            continue
         elif glob.has_magic(pattern):
             found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
             problem = f"{pattern}: matches no files"
         else:
-            found, problem = [], f"{pattern}: no such file or folder"
+            problems.append(f"{pattern}: no such file or folder")
+            continue
+        kept = [p for p in found if not is_output_name(p)]
+        left_out.extend(p for p in found if is_output_name(p))
         if not found:
             problems.append(problem)
-        files.extend(found)
+        files.extend(kept)
     unique: dict[Path, Path] = {}
     for f in files:
         unique.setdefault(f.resolve(), f)
-    return list(unique.values()), problems
+    return list(unique.values()), problems, left_out
+
+
+def is_output_name(path: Path) -> bool:
+    """Whether ``path`` is named like an output of this command (``x_restored.png``, ``x_routes.tif``)."""
+    return OUTPUT_STEM.search(path.stem) is not None
 
 
 def output_path(source: Path, out_dir: Path) -> Path:
@@ -213,6 +297,26 @@ def plan_outputs(
     return jobs, refused
 
 
+def skip_existing(
+    jobs: list[tuple[Path, Path]], out_dir: Path, save_maps: bool, overwrite: bool
+) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """Split jobs into those to run and ``(input, existing output)`` for those whose outputs exist.
+
+    With ``overwrite`` every job runs.
+    """
+    if overwrite:
+        return jobs, []
+    run, existing = [], []
+    for source, target in jobs:
+        outputs = [target, *(map_paths(source, out_dir) if save_maps else [])]
+        found = next((o for o in outputs if o.exists()), None)
+        if found is None:
+            run.append((source, target))
+        else:
+            existing.append((source, found))
+    return run, existing
+
+
 def restore_file(
     restorer: Restorer,
     source: Path,
@@ -223,11 +327,22 @@ def restore_file(
     """Read, restore and write one file (and its maps); returns a short description for the log.
 
     Raises:
-        ImageError, ValueError, OSError: the file cannot be read, restored or written.
+        ImageError, ValueError, OSError: the file cannot be read or restored.
+        OutputError: its outputs cannot be written.
     """
-    array, file_axes = read_image(source)
-    axes = args.axes or file_axes or infer_axes(array.shape)
+    image = read_image_file(source, args.max_pixels)
+    array = image.array
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        axes = args.axes or image.axes or infer_axes(array.shape)
+    for warning in caught:
+        tqdm.write(f"warning: {source}: {warning.message}", file=sys.stderr)
     grey_alpha = is_grey_alpha_png(source, array) and args.axes is None
+    # A file that stores colour says what its channels are; other data is restored channel by channel.
+    channels = "rgb" if args.channels == "auto" and image.colour and not grey_alpha else args.channels
+    layout = make_layout(
+        array.shape[:-1] if grey_alpha else array.shape, "YX" if grey_alpha else axes, channels, array.dtype
+    )
     routes, tile, overlap = options
     plans: list[tuple[str, Plan]] = []
     start = time.perf_counter()
@@ -238,34 +353,42 @@ def restore_file(
             tile=tile,
             overlap=overlap,
             progress=_bar_updater(bar),
-            axes="YX" if grey_alpha else axes,
+            axes=layout.axes,
             plan_per=args.plan_per,
-            channels=args.channels,
+            channels=channels,
             on_plan=lambda what, plan: plans.append((what, plan)),
         )
     if grey_alpha:
         restored = np.stack([restored, array[..., 1]], axis=-1)
     seconds = time.perf_counter() - start
-    write_image(target, restored, axes)
-    if args.save_maps:
-        save_maps(
-            target.parent,
-            source,
-            plans,
-            restorer,
-            {
-                "output": str(target),
-                "axes": axes,
-                "tile": tile,
-                "overlap": overlap,
-                "plan_per": args.plan_per,
-                "seconds": round(seconds, 2),
-            },
-        )
+    channel_mode = "grey (alpha copied)" if grey_alpha else layout.channel_mode
+    try:
+        write_image(target, restored, axes, colour=layout.mode in ("rgb", "rgba"), calibration=image.calibration)
+        if args.save_maps:
+            save_maps(
+                target.parent,
+                source,
+                plans,
+                restorer,
+                {
+                    "output": str(target),
+                    "axes": axes,
+                    "channels": channel_mode,
+                    "tile": tile,
+                    "overlap": overlap,
+                    "plan_per": args.plan_per,
+                    "seconds": round(seconds, 2),
+                },
+            )
+    except OSError as err:  # numpy reports a short write on a full disk without an errno
+        raise OutputError(f"cannot write {target}: {err.strerror or err}") from err
     first = plans[0][1]
     label = f", {first.label} ({first.confidence:.0%})" if first.label else ""
     more = f" (+{len(plans) - 1} more plans)" if len(plans) > 1 else ""
-    return f"{array.shape} {array.dtype}, {seconds:.1f} s, routes {','.join(map(str, first.routes))}{more}{label}"
+    return (
+        f"{array.shape} {array.dtype} {axes}, channels: {channel_mode}, {seconds:.1f} s, "
+        f"routes {','.join(map(str, first.routes))}{more}{label}"
+    )
 
 
 def is_grey_alpha_png(source: Path, array: np.ndarray) -> bool:

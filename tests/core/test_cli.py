@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import struct
+import subprocess
+import sys
+import zlib
 
 import numpy as np
 import pytest
+import tifffile
 import torch
+from PIL import Image
 
+from slerir_core.atomic import PROBE_BYTES
 from slerir_core.checkpoint import save_weights
 from slerir_core.cli import main
 from slerir_core.config import load_config
@@ -158,9 +167,9 @@ def test_save_maps_writes_pictures_and_a_report_with_the_manual_routes(inputs, t
             "--routes",
             ",".join(map(str, routes)),
             "--tile",
-            "32",
+            "64",
             "--overlap",
-            "8",
+            "16",
             "--save-maps",
             *TINY,
         ]
@@ -169,7 +178,8 @@ def test_save_maps_writes_pictures_and_a_report_with_the_manual_routes(inputs, t
     report = json.loads((out / "photo_report.json").read_text())
     (plan,) = report["plans"]
     assert plan["routes"] == routes and plan["manual_routes"] and report["untrained"] is True
-    assert report["tile"] == 32 and np.array(plan["degradation_map"]).shape == (3, 4, 4)
+    assert report["tile"] == 64 and np.array(plan["degradation_map"]).shape == (3, 4, 4)
+    assert report["channels"] == "RGB"
     dmap, _ = read_image(out / "photo_degradation_map.png")
     picture, _ = read_image(out / "photo_routes.png")
     assert dmap.shape == (128, 128, 3) and picture.shape == (8 * 24, 3 * 24, 3)
@@ -193,6 +203,9 @@ def test_a_stack_planned_once_has_one_plan_in_its_report(inputs, tmp_path):
     ("option", "message"),
     [
         (["--routes", "0,1,2"], "8 expert indices"),
+        (["--routes", "1,3"], "got 2: [1, 3]"),
+        (["--tile", "16"], "at least 64 pixels, got 16"),
+        (["--max-pixels", "-1"], "pixel limit"),
         (["--routes", "0,1,2,0,1,2,0,9"], "must be in"),
         (["--routes", "a,b"], "comma-separated"),
         (["--tile", "4"], "tile"),
@@ -264,3 +277,225 @@ def test_demo_takes_an_input(inputs, tmp_path):
     assert main(["demo", "--input", str(inputs / "stack.tif"), "--out", str(out), "--config", "tiny"]) == 0
     restored, _ = read_image(out / "stack_restored.png")
     assert restored.shape == (32, 40, 3) and restored.dtype == np.uint8  # the middle slice, for display
+
+
+# -- no silent garbage --------------------------------------------------------------------------------
+
+
+def test_a_weights_file_holding_nan_is_refused_before_any_output(inputs, tmp_path, capsys):
+    torch.manual_seed(3)
+    model = SLERIR(load_config("tiny"))
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    weights = save_weights(model, tmp_path / "nan.safetensors")
+    out = tmp_path / "out"
+    assert main(["restore", str(inputs / "photo.png"), "-o", str(out), "--weights", str(weights), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "NaN or infinite" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_an_output_that_would_hold_nan_or_inf_is_not_written(inputs, tmp_path, capsys):
+    """Finite but huge weights overflow to inf inside the network: that file fails, nothing is written."""
+    torch.manual_seed(3)
+    model = SLERIR(load_config("tiny"))
+    with torch.no_grad():
+        model.output.weight.fill_(1e38)
+    weights = save_weights(model, tmp_path / "huge.safetensors")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "restore",
+            str(inputs / "photo.png"),
+            str(inputs / "stack.tif"),
+            "-o",
+            str(out),
+            "--weights",
+            str(weights),
+            "-q",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("NaN or infinite") == 2
+    assert list(out.iterdir()) == []
+
+
+def imagej_stack(path, channels: int = 4) -> np.ndarray:
+    """A uint16 CYX ImageJ file with pixel size 0.25 um, like a microscope's, channels of different brightness."""
+    rng = np.random.default_rng(11)
+    stack = np.stack([rng.integers(0, peak, (40, 48)) for peak in (4095, 900, 2500, 300)[:channels]])
+    stack = stack.astype(np.uint16)
+    tifffile.imwrite(path, stack, imagej=True, resolution=(4.0, 4.0), metadata={"axes": "CYX", "unit": "um"})
+    return stack
+
+
+def test_a_four_channel_microscopy_tiff_is_restored_channel_by_channel_with_its_calibration(tmp_path, capsys):
+    torch.manual_seed(4)
+    weights = ["--weights", str(save_weights(SLERIR(load_config("tiny")), tmp_path / "tiny.safetensors")), "-q"]
+    stack = imagej_stack(tmp_path / "cells.tif")
+    out = tmp_path / "out"
+    assert main(["restore", str(tmp_path / "cells.tif"), "-o", str(out), "--save-maps", "--tile", "0", *weights]) == 0
+    assert "channels: 4 channels, each on its own" in capsys.readouterr().out
+    assert json.loads((out / "cells_report.json").read_text())["channels"] == "4 channels, each on its own"
+    with tifffile.TiffFile(out / "cells_restored.tif") as tif:
+        restored = tif.asarray()
+        assert tif.is_imagej and tif.imagej_metadata["unit"] == "um" and tif.series[0].axes == "CYX"
+        assert tif.pages[0].tags["XResolution"].value == (4, 1)
+    assert restored.shape == stack.shape and restored.dtype == np.uint16
+    assert not np.array_equal(restored[3], stack[3])  # restored, not copied through as an alpha channel
+    for c in (0, 3):  # each channel with its own range and plan, as if it were the only one
+        tifffile.imwrite(tmp_path / f"c{c}.tif", stack[c])
+        assert main(["restore", str(tmp_path / f"c{c}.tif"), "-o", str(out), "--tile", "0", *weights]) == 0
+        alone, _ = read_image(out / f"c{c}_restored.tif")
+        assert np.array_equal(restored[c], alone), c
+
+
+def test_tiff_resolution_and_png_dpi_are_kept(tmp_path):
+    rng = np.random.default_rng(12)
+    tifffile.imwrite(
+        tmp_path / "scan.tif",
+        rng.integers(0, 255, (40, 48, 3), dtype=np.uint8),
+        photometric="rgb",
+        resolution=(300, 300),
+        resolutionunit="INCH",
+    )
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "photo.png", dpi=(300, 300))
+    out = tmp_path / "out"
+    assert main(["restore", str(tmp_path / "scan.tif"), str(tmp_path / "photo.png"), "-o", str(out), *TINY]) == 0
+    with tifffile.TiffFile(out / "scan_restored.tif") as tif:
+        page = tif.pages[0]
+        assert page.tags["XResolution"].value == (300, 1) and page.tags["ResolutionUnit"].value == 2
+        assert page.photometric == tifffile.PHOTOMETRIC.RGB
+    with Image.open(out / "photo_restored.png") as png:
+        assert png.info["dpi"] == pytest.approx((300, 300), abs=0.01)
+
+
+# -- batch runs ---------------------------------------------------------------------------------------
+
+
+def test_running_twice_into_the_input_folder_skips_outputs_and_finished_inputs(inputs, tmp_path, capsys):
+    (inputs / "broken.png").unlink()
+    assert main(["restore", str(inputs), "-o", str(inputs), *TINY]) == 0
+    capsys.readouterr()
+    names = ["photo.png", "photo_restored.png", "stack.tif", "stack_restored.tif"]
+    assert sorted(p.name for p in inputs.iterdir()) == names
+    written = {name: (inputs / name).stat().st_mtime_ns for name in names}
+    assert main(["restore", str(inputs), "-o", str(inputs), *TINY]) == 0
+    captured = capsys.readouterr()
+    assert "left out 2 file(s) named like outputs" in captured.err and "exists; skipped" in captured.err
+    assert "restored 0 of 2 inputs" in captured.out and "2 skipped" in captured.out and "failed" not in captured.out
+    assert sorted(p.name for p in inputs.iterdir()) == names
+    assert {name: (inputs / name).stat().st_mtime_ns for name in names} == written
+    assert main(["restore", str(inputs), "-o", str(inputs), "--overwrite", *TINY]) == 0
+    assert "restored 2 of 2 inputs" in capsys.readouterr().out
+    assert (inputs / "photo_restored.png").stat().st_mtime_ns > written["photo_restored.png"]
+    assert sorted(p.name for p in inputs.iterdir()) == names
+
+
+def test_an_output_named_on_the_command_line_is_restored(inputs, tmp_path):
+    write_image(inputs / "old_restored.png", np.zeros((16, 16), np.uint8))
+    out = tmp_path / "out"
+    assert main(["restore", str(inputs / "old_restored.png"), "-o", str(out), *TINY]) == 0
+    assert (out / "old_restored_restored.png").is_file()
+
+
+def cli(args: list[str], file_size_limit: int) -> subprocess.CompletedProcess:
+    """``slerir`` in a fresh process whose writes fail past ``file_size_limit`` bytes (EFBIG, as on a full disk)."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "slerir_core.cli", *args], capture_output=True, text=True, preexec_fn=limit, check=False
+    )
+
+
+def test_an_output_folder_that_cannot_take_a_file_stops_the_run_before_any_work(inputs, tmp_path):
+    out = tmp_path / "out"
+    result = cli(["restore", str(inputs), "-o", str(out), *TINY], file_size_limit=PROBE_BYTES // 2)
+    assert result.returncode == 2
+    assert f"error: cannot write to the output folder {out}: File too large" in result.stderr
+    assert " -> " not in result.stdout and list(out.iterdir()) == []
+
+
+def test_an_output_folder_that_fills_up_mid_run_stops_the_run(tmp_path):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for name in ("a.tif", "b.tif", "c.tif"):  # 92 kB each: more than the limit, which the probe's 64 kiB is not
+        write_image(folder / name, np.random.default_rng(0).integers(0, 4000, (5, 96, 96)).astype(np.uint16), "ZYX")
+    result = cli(["restore", str(folder), "-o", str(out), *TINY], file_size_limit=PROBE_BYTES + 8192)
+    assert result.returncode == 1, result.stderr
+    assert "cannot write" in result.stderr and "stopping, 2 more input(s) not attempted" in result.stderr
+    assert "restored 0 of 3 inputs" in result.stdout and list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_a_read_only_output_folder_stops_the_run_before_any_work(inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        assert main(["restore", str(inputs), "-o", str(out), *TINY]) == 2
+    finally:
+        out.chmod(0o755)
+    assert "Permission denied" in capsys.readouterr().err and list(out.iterdir()) == []
+
+
+def test_the_temporary_file_of_a_killed_run_is_removed_by_the_next(inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal\n"
+            "from slerir_core.atomic import atomic_write\n"
+            f"with atomic_write({str(out / 'photo_restored.png')!r}) as tmp:\n"
+            "    tmp.write_bytes(b'x' * 100_000)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n",
+        ],
+        check=False,
+    )
+    (left,) = leftovers(out)
+    assert killed.returncode == -9 and left.startswith(".photo_restored.png.slerir-")
+    assert main(["restore", str(inputs / "photo.png"), "-o", str(out), *TINY]) == 0
+    assert f"note: removed {left}, a temporary file an interrupted run left" in capsys.readouterr().err
+    assert leftovers(out) == [] and [p.name for p in out.iterdir()] == ["photo_restored.png"]
+
+
+def test_a_decompression_bomb_is_one_clear_error_and_the_limit_can_be_changed(inputs, tmp_path, capsys):
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"  # a 100000 x 100000 grey header over a few bytes of data
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1000)
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    out = tmp_path / "out"
+    assert main(["restore", str(bomb), str(inputs / "photo.png"), "-o", str(out), *TINY]) == 1
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "bomb.png" in line]
+    assert "100000×100000 = 10,000,000,000 pixels" in line and "--max-pixels N" in line
+    assert main(["restore", str(inputs / "photo.png"), "-o", str(tmp_path / "o2"), "--max-pixels", "100", *TINY]) == 1
+    assert "over the limit of 100" in capsys.readouterr().err
+
+
+# -- clear errors, one line each ----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
+@pytest.mark.parametrize("command", [["restore", "IN", "-o", "OUT"], ["info"], ["demo", "--out", "OUT"]])
+def test_a_device_this_machine_lacks_is_one_line_and_exit_two(inputs, tmp_path, capsys, command):
+    args = [a.replace("IN", str(inputs / "photo.png")).replace("OUT", str(tmp_path / "out")) for a in command]
+    assert main([*args, "--config", "tiny", "--device", "mps"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: device 'mps' asked for, but MPS") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_out_pointing_to_a_file_is_one_line_and_exit_two(tmp_path, capsys):
+    target = tmp_path / "taken.png"
+    target.write_bytes(b"precious")
+    assert main(["demo", "--out", str(target), "--config", "tiny", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err  # after the untrained-model warning line
+    errors = [line for line in err.splitlines() if not line.startswith("warning: ")]
+    assert errors == [f"error: cannot write to the output folder {target}: it is a file, not a folder"]
+    assert target.read_bytes() == b"precious"

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import struct
+import warnings
+import zlib
+
 import numpy as np
 import pytest
+import tifffile
+import torch
+from PIL import Image
 
 from slerir_core import io
-from slerir_core.io import ImageError, Scaling, infer_axes, make_layout, read_image, write_image
+from slerir_core.io import (
+    Calibration,
+    ImageError,
+    Scaling,
+    infer_axes,
+    make_layout,
+    read_image,
+    read_image_file,
+    to_array,
+    write_image,
+)
 
 
 @pytest.mark.parametrize(
@@ -22,7 +39,15 @@ from slerir_core.io import ImageError, Scaling, infer_axes, make_layout, read_im
     ],
 )
 def test_infer_axes(shape, axes):
-    assert infer_axes(shape) == axes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none of these is ambiguous enough to warn
+        assert infer_axes(shape) == axes
+
+
+@pytest.mark.parametrize("shape", [(3, 30, 40), (2, 30, 40), (4, 30, 40)])
+def test_channels_first_shapes_are_read_as_slices_with_a_warning(shape):
+    with pytest.warns(UserWarning, match=r"read as ZYX .*axes='CYX'"):
+        assert infer_axes(shape) == "ZYX"
 
 
 @pytest.mark.parametrize("shape", [(2, 2, 3, 30, 40), (30,), (1, 2, 3, 4, 5, 6)])
@@ -37,20 +62,47 @@ def test_bad_axes_are_refused(axes, message):
         make_layout((2, 3, 4, 5) if axes == "ZYX" else (2, 3, 4), axes)
 
 
+PER_CHANNEL3 = ((0, 1), (1, 2), (2, 3))
+
+
 @pytest.mark.parametrize(
-    ("shape", "axes", "channels", "mode", "groups", "passthrough"),
+    ("shape", "axes", "channels", "dtype", "mode", "groups", "passthrough"),
     [
-        ((8, 9), None, "auto", "grey", ((0, 1),), ()),
-        ((8, 9, 3), None, "auto", "rgb", ((0, 3),), ()),
-        ((8, 9, 4), None, "auto", "rgba", ((0, 3),), (3,)),
-        ((8, 9, 3), None, "grey", "channels", ((0, 1), (1, 2), (2, 3)), ()),
-        ((2, 8, 9), "CYX", "auto", "channels", ((0, 1), (1, 2)), ()),
-        ((8, 9, 5), "YXC", "auto", "channels", tuple((c, c + 1) for c in range(5)), ()),
+        ((8, 9), None, "auto", np.uint16, "grey", ((0, 1),), ()),
+        ((8, 9, 3), None, "auto", np.uint8, "rgb", ((0, 3),), ()),
+        ((8, 9, 4), None, "auto", np.uint8, "rgba", ((0, 3),), (3,)),
+        ((8, 9, 3), None, "grey", np.uint8, "channels", PER_CHANNEL3, ()),
+        ((2, 8, 9), "CYX", "auto", np.uint8, "channels", ((0, 1), (1, 2)), ()),
+        ((8, 9, 5), "YXC", "auto", np.uint8, "channels", tuple((c, c + 1) for c in range(5)), ()),
+        # Microscopy: channels are not colours unless someone says so.
+        ((4, 8, 9), "CYX", "auto", np.uint16, "channels", ((0, 1), (1, 2), (2, 3), (3, 4)), ()),
+        ((3, 8, 9), "CYX", "auto", np.uint8, "channels", PER_CHANNEL3, ()),
+        ((8, 9, 3), "YXC", "auto", np.uint16, "channels", PER_CHANNEL3, ()),
+        ((8, 9, 4), "YXC", "auto", np.uint16, "channels", ((0, 1), (1, 2), (2, 3), (3, 4)), ()),
+        ((8, 9, 3), "YXC", "auto", np.float32, "channels", PER_CHANNEL3, ()),
+        ((8, 9, 2), "YXC", "auto", np.uint16, "channels", ((0, 1), (1, 2)), ()),
+        ((8, 9, 3), "YXC", "auto", None, "channels", PER_CHANNEL3, ()),
+        ((8, 9, 3), "YXC", "rgb", np.uint16, "rgb", ((0, 3),), ()),
+        ((4, 8, 9), "CYX", "rgb", np.uint16, "rgba", ((0, 3),), (3,)),
+        ((8, 9, 3), "YXC", "rgb", np.float32, "rgb", ((0, 3),), ()),
     ],
 )
-def test_layout_modes(shape, axes, channels, mode, groups, passthrough):
-    layout = make_layout(shape, axes, channels)
+def test_layout_modes(shape, axes, channels, dtype, mode, groups, passthrough):
+    layout = make_layout(shape, axes, channels, dtype)
     assert (layout.mode, layout.groups, layout.passthrough) == (mode, groups, passthrough)
+
+
+def test_layouts_say_which_channel_mode_they_use():
+    modes = [
+        make_layout(shape, axes, dtype=dtype).channel_mode
+        for shape, axes, dtype in [
+            ((8, 9), None, np.uint8),
+            ((8, 9, 3), None, np.uint8),
+            ((8, 9, 4), None, np.uint8),
+            ((4, 8, 9), "CYX", np.uint16),
+        ]
+    ]
+    assert modes == ["grey", "RGB", "RGBA (alpha copied)", "4 channels, each on its own"]
 
 
 def test_layout_refuses_rgb_of_two_channels_and_empty_arrays():
@@ -74,8 +126,8 @@ def test_canonical_view_is_a_view_and_inverts():
     assert grey.canonical(np.zeros((4, 5))).shape == (4, 5, 1)
 
 
-def scaling_for(array: np.ndarray, axes: str | None = None) -> tuple[Scaling, np.ndarray]:
-    layout = make_layout(array.shape, axes)
+def scaling_for(array: np.ndarray, axes: str | None = None, channels: str = "auto") -> tuple[Scaling, np.ndarray]:
+    layout = make_layout(array.shape, axes, channels, array.dtype)
     canon = layout.canonical(array)
     return Scaling.fit(canon, layout), canon
 
@@ -119,7 +171,7 @@ def test_channels_restored_one_by_one_get_their_own_range_and_rgb_shares_one():
     separate, _ = scaling_for(a.astype(np.float32), "YXC")
     assert separate.offset.tolist() == [0, 100] and np.allclose(separate.scale, [10, 3900])
     rgb = np.stack([a[..., 0], a[..., 1], a[..., 1]], axis=-1).astype(np.uint16)
-    shared, _ = scaling_for(rgb)
+    shared, _ = scaling_for(rgb, channels="rgb")
     assert len(set(shared.offset.tolist())) == 1 and len(set(shared.scale.tolist())) == 1
 
 
@@ -143,6 +195,33 @@ def test_unsupported_dtypes_are_refused(dtype):
         scaling_for(np.zeros((4, 4), dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_restored_values_are_refused_not_cast(dtype, bad):
+    """NaN cast to uint8 is 0: an all-black image that looks like a result."""
+    scaling, _ = scaling_for(np.array([[0, 200]], dtype))
+    unit = np.full((1, 2, 1), 0.5, np.float32)
+    unit[0, 1, 0] = bad
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        scaling.from_unit(unit, (0, 1))
+
+
+def test_restored_values_that_overflow_a_float16_are_refused():
+    scaling, _ = scaling_for(np.array([[0, 60000]], np.float16))
+    with pytest.raises(ImageError, match="overflow float16"):
+        scaling.from_unit(np.full((1, 2, 1), 1.5, np.float32), (0, 1))
+
+
+def test_api_inputs_become_arrays_or_clear_errors():
+    tensor = torch.rand(3, 16, 16)
+    assert np.array_equal(to_array(tensor), tensor.numpy())
+    with pytest.raises(ImageError, match=r"requires grad; pass image\.detach\(\)"):
+        to_array(torch.rand(16, 16, requires_grad=True))
+    with pytest.raises(ImageError, match="ragged"):
+        to_array([[1, 2, 3], [4, 5]])
+    assert to_array([[1, 2], [3, 4]]).shape == (2, 2)
+
+
 # -- files -------------------------------------------------------------------------------------------
 
 
@@ -156,6 +235,7 @@ def test_unsupported_dtypes_are_refused(dtype):
         ((2, 3, 20, 30), "TZYX", np.uint16),
         ((2, 20, 30), "CYX", np.uint8),
         ((2, 3, 2, 20, 30), "TZCYX", np.uint16),
+        ((20, 30, 2), "YXC", np.float32),
     ],
 )
 def test_tiff_round_trip_keeps_values_and_axes(tmp_path, shape, axes, dtype):
@@ -163,6 +243,85 @@ def test_tiff_round_trip_keeps_values_and_axes(tmp_path, shape, axes, dtype):
     write_image(tmp_path / "x.tif", a, axes)
     b, read_axes = read_image(tmp_path / "x.tif")
     assert read_axes == axes and b.dtype == a.dtype and np.array_equal(a, b)
+    pages = 1 if axes.endswith("C") else int(np.prod(shape[:-2]))  # channels last: samples of one page
+    with tifffile.TiffFile(tmp_path / "x.tif") as tif:
+        assert len(tif.pages) == pages
+
+
+@pytest.mark.parametrize(
+    ("array", "colour"),
+    [
+        (np.zeros((20, 30, 3), np.uint8), True),
+        (np.zeros((20, 30, 4), np.uint8), True),
+        (np.zeros((20, 30, 3), np.uint16), False),
+        (np.zeros((20, 30, 4), np.uint16), False),
+    ],
+)
+def test_tiffs_store_channels_as_colour_only_for_colour_data(tmp_path, array, colour):
+    """A uint16 YXC image written as RGB would be read back as a colour picture next time."""
+    write_image(tmp_path / "x.tif", array, "YXC")
+    assert read_image_file(tmp_path / "x.tif").colour is colour
+    write_image(tmp_path / "forced.tif", array, "YXC", colour=not colour)
+    assert read_image_file(tmp_path / "forced.tif").colour is not colour
+
+
+def test_tiff_resolution_survives_a_round_trip(tmp_path):
+    array = np.random.default_rng(3).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", array, photometric="rgb", resolution=(300, 300), resolutionunit="INCH")
+    image = read_image_file(tmp_path / "in.tif")
+    assert image.colour and image.calibration.resolution == ((300, 1), (300, 1))
+    write_image(tmp_path / "out.tif", image.array, image.axes, colour=True, calibration=image.calibration)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        page = tif.pages[0]
+        assert page.tags["XResolution"].value == (300, 1) and page.tags["YResolution"].value == (300, 1)
+        assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.INCH
+
+
+def test_imagej_hyperstack_calibration_survives_a_round_trip(tmp_path):
+    stack = np.random.default_rng(4).integers(0, 4095, (2, 3, 2, 24, 32)).astype(np.uint16)
+    metadata = {"axes": "TZCYX", "spacing": 0.5, "unit": "um", "finterval": 2.0, "mode": "composite"}
+    tifffile.imwrite(tmp_path / "in.tif", stack, imagej=True, resolution=(4.0, 4.0), metadata=metadata)
+    image = read_image_file(tmp_path / "in.tif")
+    assert image.axes == "TZCYX" and image.calibration.imagej["spacing"] == 0.5
+    write_image(tmp_path / "out.tif", image.array, image.axes, calibration=image.calibration)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        assert tif.is_imagej and tif.series[0].axes == "TZCYX"
+        written = tif.imagej_metadata
+        assert (written["spacing"], written["unit"], written["finterval"], written["mode"]) == (
+            0.5,
+            "um",
+            2.0,
+            "composite",
+        )
+        assert (written["frames"], written["slices"], written["channels"]) == (2, 3, 2)
+        assert tif.pages[0].tags["XResolution"].value == (4, 1)
+        assert np.array_equal(tif.asarray(), stack)
+
+
+def test_ome_tiff_pixel_sizes_survive_a_round_trip(tmp_path):
+    stack = np.random.default_rng(5).integers(0, 4095, (3, 2, 24, 32)).astype(np.uint16)
+    sizes = {"PhysicalSizeX": 0.2, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": 0.2, "PhysicalSizeZ": 1.5}
+    metadata = {"axes": "ZCYX", **sizes, "Channel": {"Name": ["DAPI", "GFP"]}}
+    tifffile.imwrite(tmp_path / "in.ome.tif", stack, ome=True, metadata=metadata)
+    image = read_image_file(tmp_path / "in.ome.tif")
+    write_image(tmp_path / "out.ome.tif", image.array, image.axes, calibration=image.calibration)
+    again = read_image_file(tmp_path / "out.ome.tif")
+    assert again.axes == "ZCYX" and again.calibration.ome == {**sizes, "Channel": {"Name": ["DAPI", "GFP"]}}
+
+
+@pytest.mark.parametrize(("name", "dpi"), [("x.png", (300, 300)), ("x.jpg", (72, 144))])
+def test_png_and_jpeg_dpi_survive_a_round_trip(tmp_path, name, dpi):
+    Image.fromarray(np.full((16, 24, 3), 99, np.uint8)).save(tmp_path / name, dpi=dpi)
+    image = read_image_file(tmp_path / name)
+    assert image.colour and image.calibration.dpi == pytest.approx(dpi, abs=0.01)
+    write_image(tmp_path / f"out_{name}", image.array, calibration=image.calibration)
+    with Image.open(tmp_path / f"out_{name}") as written:
+        assert written.info["dpi"] == pytest.approx(dpi, abs=0.01)
+
+
+def test_files_without_calibration_get_none(tmp_path):
+    write_image(tmp_path / "x.png", np.zeros((8, 8), np.uint8))
+    assert read_image_file(tmp_path / "x.png").calibration == Calibration()
 
 
 @pytest.mark.parametrize(
@@ -240,6 +399,44 @@ def test_unreadable_files_raise_image_error(tmp_path, name, content, message):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(ImageError, match=message):
         read_image(tmp_path / name)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` 8-bit grey pixels, with one short IDAT chunk."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_decompression_bomb_is_refused_with_the_limit_and_how_to_raise_it(tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(100_000, 100_000))
+    assert bomb.stat().st_size < 200
+    with pytest.raises(ImageError) as caught:
+        read_image(bomb)
+    message = str(caught.value)
+    assert "100000×100000 = 10,000,000,000 pixels" in message and "178,956,970" in message
+    assert "--max-pixels" in message and "SLERIR_MAX_PIXELS" in message and "\n" not in message
+
+
+def test_the_pixel_limit_can_be_lowered_and_raised(tmp_path, monkeypatch):
+    write_image(tmp_path / "x.png", np.zeros((40, 50), np.uint8))
+    with pytest.raises(ImageError, match="40×50 = 2,000 pixels, over the limit of 1,999"):
+        read_image_file(tmp_path / "x.png", max_pixels=1999)
+    assert read_image_file(tmp_path / "x.png", max_pixels=2000).array.shape == (40, 50)
+    monkeypatch.setenv("SLERIR_MAX_PIXELS", "100")
+    with pytest.raises(ImageError, match="limit of 100"):
+        read_image(tmp_path / "x.png")
+    monkeypatch.setenv("SLERIR_MAX_PIXELS", "0")  # no limit
+    assert read_image(tmp_path / "x.png")[0].shape == (40, 50)
+    monkeypatch.setenv("SLERIR_MAX_PIXELS", "lots")
+    with pytest.raises(ImageError, match="SLERIR_MAX_PIXELS must be a whole number"):
+        read_image(tmp_path / "x.png")
 
 
 def test_missing_and_unsupported_files_raise_image_error(tmp_path):

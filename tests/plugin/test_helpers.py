@@ -127,3 +127,10 @@ def test_model_spec_describes_itself():
     assert ModelSpec().describe() == "shipped default"
     assert ModelSpec(weights="/w.safetensors").describe() == "/w.safetensors"
     assert ModelSpec(config="tiny").describe() == "untrained 'tiny' config"
+
+
+def test_colour_layers_are_restored_as_colour_whatever_their_dtype():
+    from slerir_plugin._state import channel_mode
+
+    assert channel_mode("YXC") == channel_mode("TZYXC") == "rgb"  # napari gives a C axis to rgb layers only
+    assert channel_mode("ZYX") == channel_mode("YX") == channel_mode(None) == "auto"
