@@ -40,6 +40,17 @@ def save_weights(model: SLERIR, path: str | Path, dtype: torch.dtype | None = No
     return path
 
 
+def export_weights(source: str | Path, dest: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Rewrite a weights file with its floating tensors cast (fp16 halves a shipped file), keeping its metadata
+    (the training record among it).
+
+    Raises:
+        WeightsError: an unusable ``source``.
+    """
+    extra = {k: v for k, v in read_metadata(source).items() if k not in ("format", "config")}
+    return save_weights(load_model(source), dest, dtype=dtype, **extra)
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of a SLER-IR weights file.
 
@@ -69,7 +80,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> SLERIR:
     """Build the network described by a weights file and load its tensors (in float32).
 
     Raises:
-        WeightsError: for a missing, corrupt or mismatched file, with the reason.
+        WeightsError: for a missing, corrupt or mismatched file, or one holding NaN or infinite values.
     """
     meta = read_metadata(path)
     try:
@@ -91,5 +102,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> SLERIR:
     for name, t in tensors.items():
         if t.shape != state[name].shape:
             raise WeightsError(f"{path}: tensor {name} has shape {list(t.shape)}, expected {list(state[name].shape)}")
+        # A NaN anywhere would turn every output NaN, and cast to integers those look like black images.
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise WeightsError(
+                f"{path}: tensor {name} holds NaN or infinite values; the file is corrupt or its training diverged"
+            )
         state[name].copy_(t.to(state[name].dtype))
     return model.to(device).eval()

@@ -21,6 +21,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "YAML path); for testing",
     )
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    group.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 autocast on GPUs and on CPUs with native bf16 (faster, within about 0.01 of fp32), else fp32",
+    )
 
 
 def build_restorer(args: argparse.Namespace) -> Restorer:
@@ -32,7 +38,8 @@ def build_restorer(args: argparse.Namespace) -> Restorer:
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        restorer = Restorer.from_pretrained(args.weights, device=args.device, config=args.config)
+        autocast = {"auto": None, "fp32": False, "bf16": True}[args.precision]
+        restorer = Restorer.from_pretrained(args.weights, device=args.device, config=args.config, autocast=autocast)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     return restorer

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from slerir_core.checkpoint import WeightsError, load_model, read_metadata, save_weights
+from slerir_core.checkpoint import WeightsError, export_weights, load_model, read_metadata, save_weights
 
 
 def test_round_trip_restores_identical_outputs(tiny_model, tmp_path):
@@ -87,3 +87,24 @@ def test_headers_of_the_wrong_shape_are_weights_errors(tmp_path, header):
     path.write_bytes(len(text).to_bytes(8, "little") + text)
     with pytest.raises(WeightsError, match=r"odd\.safetensors"):
         load_model(path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_holding_nan_or_inf_are_refused(tiny_model, tmp_path, bad):
+    """NaN weights make every output NaN, which cast to uint8 is an all-black image: refuse them on load."""
+    name, param = next(iter(tiny_model.named_parameters()))
+    with torch.no_grad():
+        param.view(-1)[0] = bad
+    path = save_weights(tiny_model, tmp_path / "w.safetensors")
+    with pytest.raises(WeightsError, match=rf"tensor {name} holds NaN or infinite values"):
+        load_model(path)
+
+
+def test_export_in_fp16_keeps_the_training_record(tmp_path, tiny_model):
+    source = save_weights(tiny_model, tmp_path / "w.safetensors", stage="1", history='{"steps": 7}')
+    small = export_weights(source, tmp_path / "small.safetensors")
+    assert read_metadata(small)["history"] == '{"steps": 7}' and read_metadata(small)["stage"] == "1"
+    assert small.stat().st_size < 0.6 * source.stat().st_size
+    restored = load_model(small)
+    for name, t in tiny_model.state_dict().items():
+        assert torch.allclose(restored.state_dict()[name], t, atol=1e-2, rtol=1e-2), name

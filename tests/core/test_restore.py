@@ -22,6 +22,7 @@ from slerir_core.restore import (
     Restorer,
     TileGrid,
     blend_weights,
+    cpu_has_bf16,
     planning_view,
     resolve_device,
     tile_spans,
@@ -119,7 +120,7 @@ def test_plan_gives_a_label_and_task_map_when_the_model_has_task_prototypes():
         f = model.analyse(torch.from_numpy(image.transpose(2, 0, 1))[None])["embeddings"]
         model.task_prototypes.copy_(torch.stack([f[0], -f[0]]))  # "noise" is this image's own direction
     restorer = Restorer(model)
-    plan = restorer.plan(image)
+    plan = restorer.plan(image, channels="rgb")
     assert plan.label == "noise" and plan.confidence > 0.5
     assert restorer.task_routes()["noise"] == plan.routes  # the prototype is this image's routing vector
     assert set(plan.task_probs) == {"noise", "blur"} and sum(plan.task_probs.values()) == pytest.approx(1, abs=1e-5)
@@ -129,21 +130,21 @@ def test_plan_gives_a_label_and_task_map_when_the_model_has_task_prototypes():
 def test_the_plan_is_computed_once_per_image_and_tiles_get_their_prior_box(restorer, monkeypatch):
     analyse = Spy(monkeypatch, restorer.model, "analyse")
     backbone = Spy(monkeypatch, restorer.model, "restore_features")
-    restorer.restore(smooth_rgb(80), tile=48, overlap=16)
+    restorer.restore(smooth_rgb(112), tile=64, overlap=16, channels="rgb")
     assert len(analyse.calls) == 1
-    grid = TileGrid.build(80, 80, 48, 16)
-    expected = {(y0 / 80, x0 / 80, y1 / 80, x1 / 80) for y0, y1 in grid.rows for x0, x1 in grid.cols}
+    grid = TileGrid.build(112, 112, 64, 16)
+    expected = {(y0 / 112, x0 / 112, y1 / 112, x1 / 112) for y0, y1 in grid.rows for x0, x1 in grid.cols}
     boxes = {args[3] for args, _ in backbone.calls}
     assert len(backbone.calls) == len(grid) == 4 and boxes == expected
 
 
 def test_manual_routes_replace_the_plans_and_change_the_output(restorer, monkeypatch):
     image = smooth_rgb(48)
-    plan = restorer.plan(image)
+    plan = restorer.plan(image, channels="rgb")
     other = [(r + 1) % 3 for r in plan.routes]
     backbone = Spy(monkeypatch, restorer.model, "restore_features")
-    routed = restorer.restore(image, plan=plan, tile=0)
-    manual = restorer.restore(image, plan=plan, routes=other, tile=0)
+    routed = restorer.restore(image, plan=plan, tile=0, channels="rgb")
+    manual = restorer.restore(image, plan=plan, routes=other, tile=0, channels="rgb")
     used = [args[1][0].tolist() for args, _ in backbone.calls]
     assert used == [plan.routes, other]
     assert np.abs(routed - manual).mean() > 1e-3
@@ -183,7 +184,7 @@ def test_planning_view_block_averages_large_images():
 
 def seam_ratio(restorer: Restorer, image: np.ndarray, whole: np.ndarray, tile: int, overlap: int) -> float:
     """Gradient energy of (tiled - whole) across tile edges, over its median elsewhere (1 = no seam)."""
-    tiled = restorer.restore(image, tile=tile, overlap=overlap)
+    tiled = restorer.restore(image, tile=tile, overlap=overlap, channels="rgb")
     diff = (tiled - whole).mean(axis=2)
     grid = TileGrid.build(*image.shape[:2], tile, overlap)
     edges = sorted({s for s, _ in grid.cols[1:]} | {e for _, e in grid.cols[:-1]})
@@ -193,18 +194,18 @@ def seam_ratio(restorer: Restorer, image: np.ndarray, whole: np.ndarray, tile: i
 
 
 def test_tiled_and_untiled_restoration_agree(restorer):
-    image = smooth_rgb(96)
-    whole = restorer.restore(image, tile=0)
-    tiled = restorer.restore(image, tile=48, overlap=16)
+    image = smooth_rgb(128)
+    whole = restorer.restore(image, tile=0, channels="rgb")
+    tiled = restorer.restore(image, tile=64, overlap=16, channels="rgb")
     assert np.abs(tiled - whole).mean() < TILED_MEAN_TOLERANCE
     assert np.abs(tiled - whole).mean() < 0.5 * np.abs(whole - image).mean()  # small next to the model's effect
 
 
 def test_feathered_tiles_leave_no_seam_and_the_test_sees_hard_ones(restorer):
-    image = smooth_rgb(96)
-    whole = restorer.restore(image, tile=0)
-    assert seam_ratio(restorer, image, whole, 48, 16) < 2.0
-    assert seam_ratio(restorer, image, whole, 48, 0) > 3.0  # hard edges without overlap: the measure works
+    image = smooth_rgb(128)
+    whole = restorer.restore(image, tile=0, channels="rgb")
+    assert seam_ratio(restorer, image, whole, 64, 16) < 2.0
+    assert seam_ratio(restorer, image, whole, 64, 0) > 3.0  # hard edges without overlap: the measure works
 
 
 # -- arrays of every kind keep shape and dtype -------------------------------------------------------
@@ -219,7 +220,7 @@ def _u16(shape):
     [
         ("uint8 grey", lambda: (smooth_rgb(40)[..., 0] * 255).astype(np.uint8), None),
         ("uint8 rgb", lambda: (smooth_rgb(40) * 255).astype(np.uint8), None),
-        ("uint16 rgb", lambda: _u16((40, 36, 3)), None),
+        ("uint16 yxc", lambda: _u16((40, 36, 3)), None),
         ("float32 grey", lambda: smooth_rgb(40)[..., 1] * 1000 - 200, None),
         (
             "float32 rgba",
@@ -228,7 +229,7 @@ def _u16(shape):
             ),
             None,
         ),
-        ("uint16 zyx", lambda: _u16((3, 40, 36)), None),
+        ("uint16 zyx", lambda: _u16((3, 40, 36)), "ZYX"),
         ("uint16 tzyx", lambda: _u16((2, 2, 24, 20)), None),
         ("float32 cyx", lambda: np.random.default_rng(4).random((2, 30, 30)).astype(np.float32), "CYX"),
         ("uint8 5-D", lambda: np.random.default_rng(5).integers(0, 255, (2, 1, 2, 20, 20)).astype(np.uint8), "TZCYX"),
@@ -236,7 +237,7 @@ def _u16(shape):
 )
 def test_round_trips_keep_shape_and_dtype(restorer, name, make, axes):
     image = make()
-    out = restorer.restore(image, tile=32, overlap=8, axes=axes)
+    out = restorer.restore(image, tile=64, overlap=16, axes=axes)
     assert out.shape == image.shape and out.dtype == image.dtype, name
     assert np.isfinite(out.astype(np.float64)).all()
     if image.dtype.kind in "ui":
@@ -267,10 +268,10 @@ def test_channels_are_restored_one_by_one_or_as_rgb(restorer, monkeypatch):
     assert not torch.equal(inputs[3][:, 0], inputs[3][:, 1])
 
 
-@pytest.mark.parametrize("shape", [(8, 8), (8, 9, 3), (8, 50), (2, 8, 8)])
+@pytest.mark.parametrize("shape", [(8, 8), (8, 9, 3), (8, 50), (5, 8, 8)])
 def test_small_and_thin_images_are_restored(restorer, shape):
     image = np.random.default_rng(7).integers(0, 255, shape).astype(np.uint8)
-    out = restorer.restore(image, tile=16, overlap=4)
+    out = restorer.restore(image, tile=64, overlap=16)
     assert out.shape == image.shape and out.dtype == np.uint8
 
 
@@ -284,9 +285,11 @@ def test_images_under_eight_pixels_a_side_are_refused(restorer, shape):
 
 
 def test_restore_steps_yields_progress_and_returns_the_array(restorer):
-    image = smooth_rgb(80)
+    image = smooth_rgb(112)
     calls: list[tuple[int, int]] = []
-    steps = restorer.restore_steps(image, tile=48, overlap=16, progress=lambda d, t: calls.append((d, t)))
+    steps = restorer.restore_steps(
+        image, tile=64, overlap=16, channels="rgb", progress=lambda d, t: calls.append((d, t))
+    )
     yielded = []
     while True:
         try:
@@ -300,7 +303,7 @@ def test_restore_steps_yields_progress_and_returns_the_array(restorer):
 
 def test_closing_restore_steps_stops_between_tiles(restorer, monkeypatch):
     backbone = Spy(monkeypatch, restorer.model, "restore_features")
-    steps = restorer.restore_steps(smooth_rgb(80), tile=48, overlap=16)
+    steps = restorer.restore_steps(smooth_rgb(112), tile=64, overlap=16, channels="rgb")
     assert next(steps) == (0, 4) and next(steps) == (1, 4)
     steps.close()  # what a napari worker's quit does between yields
     assert len(backbone.calls) == 1
@@ -311,25 +314,35 @@ def test_closing_restore_steps_stops_between_tiles(restorer, monkeypatch):
 
 def test_dask_stack_matches_the_in_memory_result(restorer):
     stack = _u16((4, 40, 36))
-    expected = restorer.restore(stack, plan_per="stack", tile=32, overlap=8)
-    lazy = restorer.restore(da.from_array(stack, chunks=(1, 40, 36)), tile=32, overlap=8)
+    expected = restorer.restore(stack, axes="ZYX", plan_per="stack", tile=64, overlap=16)
+    lazy = restorer.restore(da.from_array(stack, chunks=(1, 40, 36)), axes="ZYX", tile=64, overlap=16)
     assert isinstance(lazy, da.Array) and lazy.shape == stack.shape and lazy.dtype == stack.dtype
     assert np.array_equal(lazy.compute(), expected)
 
 
-def test_dask_chunks_across_the_image_blend_like_tiles(restorer):
-    stack = (np.stack([smooth_rgb(64)] * 2) * 255).astype(np.uint8)
-    expected = restorer.restore(stack, axes="ZYXC", plan_per="stack", tile=32, overlap=8)
-    lazy = restorer.restore(da.from_array(stack, chunks=(1, 32, 40, 3)), axes="ZYXC", tile=32, overlap=8)
+@pytest.mark.parametrize(
+    ("chunks", "tile"),
+    [
+        ((1, 75, 85, 3), 64),  # chunks across Y and X, each crossed by tiles
+        ((1, 40, 50, 3), 64),  # chunks smaller than a tile: merged to a tile
+        ((2, 100, 64, 3), 64),
+        ((1, 75, 85, 3), 0),  # one piece: each chunk needs the whole image
+    ],
+)
+def test_dask_chunks_across_the_image_give_the_in_memory_values(restorer, chunks, tile):
+    """Each chunk runs the whole image's tiles that touch it, with the same weights: not a bound, equality."""
+    stack = (np.stack([smooth_rgb(150)[:, :170], smooth_rgb(150)[:, :170] ** 2]) * 255).astype(np.uint8)
+    expected = restorer.restore(stack, axes="ZYXC", plan_per="stack", tile=tile, overlap=16)
+    lazy = restorer.restore(da.from_array(stack, chunks=chunks), axes="ZYXC", tile=tile, overlap=16)
     got = lazy.compute()
     assert got.shape == stack.shape and got.dtype == np.uint8
-    assert np.abs(got.astype(float) - expected).mean() / 255 < TILED_MEAN_TOLERANCE
+    assert np.array_equal(got, expected)
 
 
 def test_lazy_restoration_can_be_shipped_to_a_cluster(restorer):
     """A dask.distributed worker receives the graph pickled: restorer, plan and scaling included."""
     stack = _u16((2, 24, 24))
-    lazy = restorer.restore(da.from_array(stack, chunks=(1, 24, 24)), tile=16, overlap=4)
+    lazy = restorer.restore(da.from_array(stack, chunks=(1, 24, 24)), axes="ZYX", tile=64, overlap=16)
     shipped = cloudpickle.loads(cloudpickle.dumps(lazy))
     assert np.array_equal(shipped.compute(), lazy.compute())
 
@@ -349,7 +362,7 @@ def test_lazy_restoration_can_be_shipped_to_a_cluster(restorer):
         (np.zeros((8, 8), np.uint8), {"routes": [0] * 7 + [3]}, r"\[0, 2\]"),
         (np.zeros((8, 8), np.uint8), {"routes": [-1] * 8}, r"\[0, 2\]"),
         (np.zeros((8, 8), np.uint8), {"tile": 8}, "tile"),
-        (np.zeros((8, 8), np.uint8), {"tile": 32, "overlap": 16}, "overlap"),
+        (np.zeros((8, 8), np.uint8), {"tile": 64, "overlap": 32}, "overlap"),
         (np.zeros((8, 8), np.uint8), {"plan_per": "volume"}, "plan_per"),
         (np.zeros((8, 8), np.uint8), {"axes": "ZX"}, "Y and X"),
     ],
@@ -408,7 +421,8 @@ def test_a_weights_file_and_a_config_together_are_refused(tmp_path):
 
 def test_options_fill_in_the_configs_tiling(restorer):
     assert restorer.resolve_options() == (None, 64, 16)  # tiny: tile 64, overlap 16
-    assert restorer.resolve_options(tile=32) == (None, 32, 8)  # the config's overlap, at most a quarter tile
+    assert restorer.resolve_options(tile=128) == (None, 128, 16)  # the config's overlap
+    assert restorer.resolve_options(tile=64, overlap=8) == (None, 64, 8)
     assert restorer.resolve_options(tile=0, overlap=50) == (None, 0, 0)  # one piece: overlap is moot
 
 
@@ -421,9 +435,126 @@ def test_device_resolution():
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("gpu")
     restorer = Restorer(SLERIR(load_config("tiny")))
-    assert restorer.autocast == (restorer.device.type == "cuda")  # bf16 on CUDA only
+    native = restorer.device.type == "cuda" or cpu_has_bf16()
+    assert restorer.autocast == native  # bf16 where the hardware computes it natively
+    assert not Restorer(SLERIR(load_config("tiny")), autocast=False).autocast
 
 
 def test_plan_is_a_dataclass_with_documented_fields():
     names = {f.name for f in dataclasses.fields(Plan)}
     assert {"routes", "probs", "label", "confidence", "degradation_map", "task_map", "prior"} <= names
+
+
+# -- options are integers, devices exist -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [[1.5] + [0] * 7, [True] * 8, [0.0] * 8, np.zeros(8), torch.zeros(8), "01201201", 3],
+)
+def test_routes_that_are_not_integers_are_type_errors(restorer, routes):
+    with pytest.raises(TypeError, match=r"integer|sequence"):
+        restorer.restore(np.zeros((8, 8), np.uint8), routes=routes)
+
+
+def test_integer_routes_of_any_kind_are_taken(restorer):
+    for routes in (
+        [0, 1, 2, 0, 1, 2, 0, 1],
+        np.array([0, 1, 2, 0, 1, 2, 0, 1]),
+        torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
+    ):
+        assert restorer.resolve_options(routes)[0] == [0, 1, 2, 0, 1, 2, 0, 1]
+
+
+def test_a_route_list_of_the_wrong_length_says_how_many_it_got(restorer):
+    with pytest.raises(ValueError, match=r"routes need 8 expert indices \(.*\), got 2: \[1, 3\]$"):
+        restorer.restore(np.zeros((8, 8), np.uint8), routes=[1, 3])
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("tile", 64.5), ("tile", 64.0), ("tile", True), ("tile", "64"), ("overlap", 8.5)]
+)
+def test_tile_and_overlap_that_are_not_integers_are_type_errors(restorer, option, value):
+    with pytest.raises(TypeError, match=f"{option} must be an integer"):
+        restorer.restore(np.zeros((8, 8), np.uint8), **{option: value})
+
+
+@pytest.mark.parametrize("tile", [16, 17, 32, 63])
+def test_tiles_too_small_to_be_efficient_are_refused(restorer, tile):
+    """Each tile is a whole pass of the network: below 64 px the fixed cost per pass dominates."""
+    with pytest.raises(ValueError, match=f"at least 64 pixels, got {tile}: smaller tiles save no memory"):
+        restorer.restore(np.zeros((8, 8), np.uint8), tile=tile)
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
+def test_a_device_this_machine_lacks_is_a_one_line_value_error():
+    for make in (lambda: resolve_device("mps"), lambda: Restorer(SLERIR(load_config("tiny")), device="mps")):
+        with pytest.raises(ValueError, match=r"^device 'mps' asked for, but MPS .* is not available$"):
+            make()
+    with pytest.raises(ValueError, match=r"^device 'meta' is not usable on this machine: "):
+        resolve_device("meta")  # a device of no data: a tensor made there cannot be read back
+
+
+# -- what the API is given ---------------------------------------------------------------------------
+
+
+def test_a_tensor_that_requires_grad_and_a_ragged_list_are_clear_errors(restorer):
+    with pytest.raises(ImageError, match=r"requires grad; pass image\.detach\(\)"):
+        restorer.restore(torch.rand(16, 16, requires_grad=True))
+    with pytest.raises(ImageError, match="ragged"):
+        restorer.restore([[0.5] * 16] * 15 + [[0.5] * 15])
+    image = torch.rand(16, 16)
+    assert np.array_equal(restorer.restore(image, tile=0), restorer.restore(image.numpy(), tile=0))
+
+
+def test_channels_first_input_is_read_as_slices_with_a_warning_and_axes_say_otherwise(restorer, monkeypatch):
+    image = np.random.default_rng(8).random((3, 24, 24)).astype(np.float32)
+    with pytest.warns(UserWarning, match="axes='CYX'"):
+        as_slices = restorer.restore(image, tile=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        as_channels = restorer.restore(image, axes="CYX", tile=0)
+    assert as_slices.shape == as_channels.shape == image.shape
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes"),
+    [((4, 32, 40), "CYX"), ((3, 32, 40), "CYX"), ((2, 32, 40), "CYX"), ((32, 40, 3), "YXC"), ((32, 40, 4), "YXC")],
+)
+def test_microscopy_channels_are_restored_each_on_its_own(restorer, shape, axes):
+    """A 4-channel uint16 CYX image once came back with channel 3 untouched and 0-2 mixed as RGB."""
+    rng = np.random.default_rng(9)
+    c_axis = axes.index("C")
+    peaks = [4095, 800, 2000, 300][: shape[c_axis]]
+    image = np.stack([rng.integers(0, p, (32, 40)) for p in peaks], axis=c_axis).astype(np.uint16)
+    restored = restorer.restore(image, axes=axes, tile=0)
+    for c in range(shape[c_axis]):
+        channel = np.take(image, c, axis=c_axis)
+        alone = restorer.restore(channel, tile=0)  # the same channel as a grey image: its own range and plan
+        assert np.array_equal(np.take(restored, c, axis=c_axis), alone), c
+        assert not np.array_equal(alone, channel)
+
+
+def test_colour_is_used_when_asked_for_or_for_8_bit_pictures(restorer, monkeypatch):
+    backbone = Spy(monkeypatch, restorer.model, "restore_features")
+    restorer.restore(_u16((32, 40, 3)), channels="rgb", tile=0)
+    restorer.restore((smooth_rgb(32) * 255).astype(np.uint8), tile=0)
+    restorer.restore(smooth_rgb(32), tile=0)  # float: channels, unless said to be colour
+    assert len(backbone.calls) == 1 + 1 + 3
+
+
+# -- a broken network never yields a plausible image ------------------------------------------------
+
+
+@pytest.mark.parametrize("image", [np.full((16, 16, 3), 100, np.uint8), smooth_rgb(16), _u16((16, 16))])
+def test_a_network_that_outputs_nan_raises_instead_of_returning_zeros(image):
+    torch.manual_seed(0)
+    model = SLERIR(load_config("tiny"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    restorer = Restorer(model, device="cpu")
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        restorer.restore(image, routes=[0] * 8, tile=0)
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        restorer.restore(da.from_array(image[None]), routes=[0] * 8, tile=0).compute()
