@@ -76,8 +76,19 @@ class ModelConfig:
         num_experts: C, experts per routed stage.
         routing_dim: d, dimension of each layer's routing vector on the unit sphere.
         router_temperature: tau in softmax(cos / tau).
+        per_layer_centres: one set of expert centres per stage (each clustered on its own stage's routing
+            vectors) instead of the one shared set of Eq. 2.
+        soft_gradients: in soft routing (training stage 1), which experts learn from a sample: ``argmax``
+            (§4.1: only the chosen one; the others' outputs count in the mix but are detached) or ``all``
+            (§3.2: every expert, in proportion to its probability).
+        soft_skip: in soft routing, an unchosen expert whose probability for a sample is below this does
+            not run for it; its term in the mix is dropped (at most ``soft_skip`` of the mass per expert).
         hc_margin: lambda of the hyperspherical contrastive loss (Eq. 9).
         hc_alpha: weight of that loss in stage 1 (Eq. 10).
+        route_alpha: weight, in stage 1, of a routing-consistency term: cross-entropy between each stage's
+            routing probabilities and the expert that stage assigns to the sample's task (``Router.assign_tasks``,
+            a balanced assignment of the task prototypes to the centres). 0 (the paper) leaves routing to L_HC
+            and the clustering alone.
         glgf: build the Global-Local Granularity Fusion prior and inject it at every stage.
         layernorm: ``with_bias`` (PromptIR) or ``bias_free``.
         tasks: degradation names the router's task prototypes refer to (filled by training).
@@ -101,9 +112,12 @@ class ModelConfig:
     router_hidden: int = 512
     router_temperature: float = 0.1
     per_layer_centres: bool = False
+    soft_gradients: str = "argmax"
+    soft_skip: float = 0.0
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
     hc_margin: float = 0.5
     hc_alpha: float = 1.0
+    route_alpha: float = 0.0
     glgf: bool = True
     prior_dim: int = 64
     prior_heads: int = 4
@@ -133,7 +147,10 @@ class ModelConfig:
         _check(self.num_experts >= 1, "num_experts must be >= 1")
         _check(self.routing_dim >= 2 and self.router_hidden >= 1, "routing_dim >= 2 and router_hidden >= 1")
         _check(self.router_temperature > 0, "router_temperature must be > 0")
+        _check(self.soft_gradients in ("argmax", "all"), "soft_gradients must be 'argmax' or 'all'")
+        _check(0.0 <= self.soft_skip < 1.0, "soft_skip must be in [0, 1)")
         _check(self.hc_margin >= 0 and self.hc_alpha >= 0, "hc_margin and hc_alpha must be >= 0")
+        _check(self.route_alpha >= 0, "route_alpha must be >= 0")
         _check(
             self.prior_dim >= 1 and self.prior_dim % self.prior_heads == 0,
             "prior_dim must be a positive multiple of prior_heads",

@@ -31,6 +31,25 @@ def hyperspherical_contrastive_loss(f: torch.Tensor, labels: torch.Tensor, margi
     return torch.relu(mean_neg - mean_pos + margin).mean()
 
 
+def routing_consistency_loss(probs: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy between each stage's routing probabilities and the expert its task is assigned to.
+
+    Args:
+        probs: (B, K, C) routing probabilities.
+        labels: (B,) task labels.
+        targets: (T, K) expert of each task at each stage (``Router.assign_tasks``); -1 where a task has no
+            assignment yet (its samples give no signal).
+
+    Returns:
+        A scalar tensor.
+    """
+    wanted = targets[labels].flatten()
+    if not bool((wanted >= 0).any()):
+        return probs.sum() * 0.0
+    log_p = torch.log(probs.float().clamp_min(1e-8)).flatten(0, 1)
+    return torch.nn.functional.nll_loss(log_p, wanted, ignore_index=-1)
+
+
 def restoration_loss(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute error, in float32 whatever the autocast dtype."""
     return (restored.float() - target.float()).abs().mean()

@@ -2,9 +2,12 @@
 
 Three ways to run a stage (§3.2):
 
-* ``soft`` (stage 1): ``sum_j p_j * E_j(x)``. Per sample, only the argmax expert's output carries
-  gradients; the other experts run without autograd, so their outputs count in the sum but no
-  gradient reaches their parameters (or, through them, earlier layers). The router learns through p.
+* ``soft`` (stage 1): ``sum_j p_j * E_j(x)``. With ``gradients="argmax"`` (§4.1, the default) only
+  each sample's argmax expert carries gradients; the other experts run without autograd, so their
+  outputs count in the sum but no gradient reaches their parameters (or, through them, earlier layers).
+  With ``gradients="all"`` (§3.2's reading) every expert learns from every sample in proportion to p.
+  The router learns through p either way. Experts whose probability for a sample is below ``skip_below``
+  do not run for it (the term they would add is that small), which is most of them once routing is sure.
 * ``hard`` (stage 2 and inference) and ``manual`` (routes from the caller): each sample goes through
   one expert. Samples that chose the same expert are gathered so every expert runs once, on its group.
   On a GPU at inference, a batch with mixed routes instead runs all its samples together, each reading
@@ -37,17 +40,26 @@ class RoutedStage(nn.Module):
         super().__init__()
         self.experts = nn.ModuleList(experts)
 
-    def forward(self, x: torch.Tensor, routes: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        routes: torch.Tensor,
+        probs: torch.Tensor | None = None,
+        gradients: str = "argmax",
+        skip_below: float = 0.0,
+    ) -> torch.Tensor:
         """Run the stage.
 
         Args:
             x: (B, ch, H, W) features.
             routes: (B,) expert index per sample (the argmax of ``probs`` in soft mode).
             probs: (B, C) expert probabilities for soft routing; ``None`` runs one expert a sample.
+            gradients: soft routing only: ``argmax`` (only the chosen expert learns) or ``all``.
+            skip_below: soft routing only: an unchosen expert whose probability is below this does not run.
         """
         if probs is None:
             return self._hard(x, routes)
-        return self._soft(x, routes, probs)
+        return self._soft(x, routes, probs, gradients == "all", skip_below)
 
     def _hard(self, x: torch.Tensor, routes: torch.Tensor) -> torch.Tensor:
         if bool((routes == routes[0]).all()):
@@ -63,18 +75,22 @@ class RoutedStage(nn.Module):
             out = (y.new_zeros(x.shape[0], *y.shape[1:]) if out is None else out).index_copy(0, idx, y)
         return out
 
-    def _soft(self, x: torch.Tensor, routes: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    def _soft(
+        self, x: torch.Tensor, routes: torch.Tensor, probs: torch.Tensor, all_learn: bool, skip_below: float
+    ) -> torch.Tensor:
         out = 0.0
         for j, expert in enumerate(self.experts):
             chosen = routes == j
+            used = chosen | (probs[:, j] >= skip_below)
+            learning = used if all_learn else chosen
             y = x.new_zeros(x.shape)
-            if not chosen.all():
-                idx = (~chosen).nonzero().squeeze(1)
+            if bool((used & ~learning).any()):
+                idx = (used & ~learning).nonzero().squeeze(1)
                 with torch.no_grad():
                     detached = expert(x.index_select(0, idx))
                 y = y.index_copy(0, idx, detached.to(y.dtype))
-            if chosen.any():
-                idx = chosen.nonzero().squeeze(1)
+            if bool(learning.any()):
+                idx = learning.nonzero().squeeze(1)
                 y = y.index_copy(0, idx, expert(x.index_select(0, idx)).to(y.dtype))
             out = out + probs[:, j, None, None, None].to(y.dtype) * y
         return out

@@ -4,7 +4,10 @@ GLMC builds two aligned token maps: the CSP map (content patch tokens modulated 
 through FiLM, then LayerNorm) and the DSP map (the CLS tokens of a grid of crops seen by the degradation
 extractor, upsampled to the patch grid). CGDF fuses them, ``F' = T + Attn(Q=T, K=D, V=D)`` followed by
 LN + FFN, into the prior map. ``PriorInjection`` brings the prior into a routed stage by channel-wise
-(transposed) cross-attention: the aligned prior gives the queries, the stage features keys and values.
+(transposed) cross-attention, the aligned prior giving the queries and the stage features keys and values,
+and by a per-pixel FiLM of that update from the aligned prior. The attention alone mixes channels with one
+matrix for the whole tile (the prior's layout enters only through a sum over pixels); the FiLM is what lets
+a rainy region and a clean region of one image be updated differently.
 
 The prior is a smooth map over the whole image. Tiles read it through ``sample_prior`` with their box
 in whole-image coordinates, so a pixel sees the same prior value whether it is restored whole or tiled.
@@ -67,8 +70,25 @@ class GLGF(nn.Module):
         return fused.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
+def _bilinear_weights(start: float, stop: float, count: int, size: int, like: torch.Tensor) -> torch.Tensor:
+    """(count, size) weights that sample a length-``size`` signal at ``count`` pixel centres spanning
+    [start, stop] (fractions of the signal's extent), bilinearly, clamping to the border sample."""
+    centres = start + (stop - start) * (torch.arange(count, device=like.device, dtype=torch.float64) + 0.5) / count
+    pos = (centres * size - 0.5).clamp(0, size - 1)
+    low = pos.floor().long().clamp(max=size - 1)
+    frac = pos - low
+    weights = torch.zeros(count, size, device=like.device, dtype=torch.float64)
+    weights.scatter_add_(1, low[:, None], (1 - frac)[:, None])
+    weights.scatter_add_(1, (low + 1).clamp(max=size - 1)[:, None], frac[:, None])
+    return weights.to(like.dtype)
+
+
 def sample_prior(prior: torch.Tensor, box: tuple[float, float, float, float], size: tuple[int, int]) -> torch.Tensor:
     """Bilinear samples of the prior at the pixel centres of a ``size`` grid covering ``box``.
+
+    The grid is axis-aligned, so bilinear sampling separates into one small matrix per axis; two matrix
+    products do what ``grid_sample`` does (same values, border padding, ``align_corners=False``), with a far
+    cheaper backward pass.
 
     Args:
         prior: (B, P, h, w) prior over the whole image.
@@ -77,16 +97,17 @@ def sample_prior(prior: torch.Tensor, box: tuple[float, float, float, float], si
         size: (H, W) of the output grid.
     """
     top, left, bottom, right = box
-    height, width = size
-    ys = top + (bottom - top) * (torch.arange(height, device=prior.device, dtype=torch.float32) + 0.5) / height
-    xs = left + (right - left) * (torch.arange(width, device=prior.device, dtype=torch.float32) + 0.5) / width
-    grid = torch.stack(torch.meshgrid(xs * 2 - 1, ys * 2 - 1, indexing="xy"), dim=-1)
-    grid = grid.expand(prior.shape[0], height, width, 2).to(prior.dtype)
-    return F.grid_sample(prior, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    rows = _bilinear_weights(top, bottom, size[0], prior.shape[-2], prior)
+    cols = _bilinear_weights(left, right, size[1], prior.shape[-1], prior)
+    return rows @ prior @ cols.T
 
 
 class PriorInjection(nn.Module):
-    """Channel-wise cross-attention from the aligned prior (queries) to stage features (keys, values).
+    """Channel-wise cross-attention from the aligned prior to the stage features, modulated per pixel.
+
+    ``x + (1 + scale) * proj(Attn(Q=aligned prior, K=V=LN(x))) + shift``, where ``scale`` and ``shift``
+    are 1x1 projections of the prior sampled at each pixel (zero at initialisation, so training starts
+    from the plain cross-attention).
 
     Args:
         prior_dim: channels of the prior map.
@@ -99,6 +120,9 @@ class PriorInjection(nn.Module):
         super().__init__()
         self.heads = heads
         self.align = nn.Conv2d(prior_dim, channels, 1)
+        self.film = nn.Conv2d(prior_dim, 2 * channels, 1)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
         self.norm = LayerNorm2d(channels, ln_bias)
         self.q = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
         self.kv = nn.Conv2d(channels, channels * 2, 1, bias=False)
@@ -107,12 +131,13 @@ class PriorInjection(nn.Module):
         self.proj = nn.Conv2d(channels, channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor, box: tuple[float, float, float, float]) -> torch.Tensor:
-        """``x + proj(Attn(Q=aligned prior, K=V=LN(x)))`` for features ``x`` covering ``box``."""
-        # Align the channels on the small prior map, then sample: cheaper than sampling P channels.
-        aligned = sample_prior(self.align(prior), box, x.shape[-2:])
+        """The injected features, for features ``x`` covering ``box`` of the image the prior belongs to."""
+        # Project on the small prior map, then sample: cheaper than sampling P channels at every pixel.
+        projected = torch.cat([self.align(prior), self.film(prior)], dim=1)
+        aligned, scale, shift = sample_prior(projected, box, x.shape[-2:]).to(x.dtype).chunk(3, dim=1)
         q = self.q(aligned)
         k, v = self.kv_dw(self.kv(self.norm(x))).chunk(2, dim=1)
         out = transposed_attention(
             to_heads(q, self.heads), to_heads(k, self.heads), to_heads(v, self.heads), self.temperature
         )
-        return x + self.proj(out.reshape(x.shape))
+        return x + (1 + scale) * self.proj(out.reshape(x.shape)) + shift

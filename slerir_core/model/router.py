@@ -114,7 +114,9 @@ class Router(nn.Module):
         sets = num_layers if per_layer_centres else 1
         centres = torch.stack([spherical_code(num_experts, routing_dim) for _ in range(sets)])
         self.register_buffer("centres", centres)  # (sets, C, d), unit rows
-        self.register_buffer("bank", torch.zeros(self.clustering.bank_size, routing_dim))
+        # One bank per stage: pooled, the stages' vectors form one cloud per stage, and balanced clustering
+        # of that pool splits it by stage, so that within a stage every degradation meets the same centre.
+        self.register_buffer("bank", torch.zeros(num_layers, self.clustering.bank_size, routing_dim))
         self.register_buffer("bank_filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("bank_pos", torch.zeros((), dtype=torch.long))
 
@@ -124,9 +126,11 @@ class Router(nn.Module):
         return F.normalize(f.float(), dim=-1)
 
     def probabilities(self, f: torch.Tensor) -> torch.Tensor:
-        """(B, K, d) unit vectors -> (B, K, C) expert probabilities, softmax(cos / tau) per stage."""
-        cos = torch.einsum("bkd,kcd->bkc", f, self.centres.expand(self.num_layers, -1, -1))
-        return torch.softmax(cos / self.temperature, dim=-1)
+        """(B, K, d) unit vectors -> (B, K, C) expert probabilities, softmax(cos / tau) per stage, in float32
+        also under autocast: bf16 cosines would round close routing decisions."""
+        with torch.autocast(f.device.type, enabled=False):
+            cos = torch.einsum("bkd,kcd->bkc", f.float(), self.centres.expand(self.num_layers, -1, -1).float())
+            return torch.softmax(cos / self.temperature, dim=-1)
 
     def forward(self, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the routing vectors (B, K, d) and the expert probabilities (B, K, C)."""
@@ -134,44 +138,79 @@ class Router(nn.Module):
         return f, self.probabilities(f)
 
     @torch.no_grad()
+    def assign_tasks(self, prototypes: torch.Tensor) -> torch.Tensor:
+        """Give each training task one expert per stage, with the tasks spread evenly over the experts.
+
+        At each stage, (task, expert) pairs are taken in order of decreasing cosine between the task's
+        prototype (its mean routing vector) and the expert's centre, each expert taking at most
+        ``ceil(T / C)`` tasks: nearby tasks share an expert, and no expert is left without tasks. Stages
+        assign independently, so tasks that share an expert at one stage can part at another.
+
+        Args:
+            prototypes: (T, K, d) per-task mean routing vectors; all-zero rows are tasks not seen yet.
+
+        Returns:
+            (T, K) expert indices, -1 for unseen tasks.
+        """
+        seen = (prototypes.flatten(1).abs().sum(dim=1) > 0).nonzero().squeeze(1).tolist()
+        targets = torch.full(prototypes.shape[:2], -1, dtype=torch.long)
+        if not seen:
+            return targets.to(prototypes.device)
+        capacity = math.ceil(len(seen) / self.num_experts)
+        protos = F.normalize(prototypes[seen].float(), dim=-1).transpose(0, 1)  # (K, T', d)
+        scores = (protos @ self.centres.expand(self.num_layers, -1, -1).transpose(1, 2)).cpu()  # (K, T', C)
+        for k in range(self.num_layers):
+            taken = [0] * self.num_experts
+            for flat in scores[k].flatten().argsort(descending=True).tolist():
+                row, expert = divmod(flat, self.num_experts)
+                task = seen[row]
+                if targets[task, k] < 0 and taken[expert] < capacity:
+                    targets[task, k] = expert
+                    taken[expert] += 1
+        return targets.to(prototypes.device)
+
+    @torch.no_grad()
     def update_centres(self, f: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
         """Monte-Carlo-regularised uniform clustering of the centres on a batch of routing vectors.
 
-        The batch enters a memory bank; a random sample of the bank is assigned to the centres with
-        equal mass per centre (Sinkhorn), each centre moves by EMA toward the normalised mean of its
-        share, and a repulsion step pushes the closest centres apart. Balance keeps every expert in
-        use; repulsion keeps the centres spread on the sphere.
+        The batch enters the per-stage memory banks; a random sample of each stage's bank is assigned to
+        the centres with equal mass per centre (Sinkhorn), so that every stage spreads its vectors over
+        all experts. Each centre moves by EMA toward the normalised mean of its share (of its own stage
+        with per-stage centres, of all stages with shared ones), and a repulsion step pushes the closest
+        centres apart.
 
         Args:
             f: (B, K, d) routing vectors (gradients are ignored).
             generator: random source for the Monte-Carlo sample.
 
         Returns:
-            The minimum inter-centre angle (degrees) and each centre's share of the sample.
+            The minimum inter-centre angle (degrees) and, per stage, each expert's share of the sample
+            under argmax routing (``load_<k>_<j>``), and the smallest such share (``min_load``).
         """
         cfg = self.clustering
-        vectors = F.normalize(f.detach().reshape(-1, self.routing_dim).float(), dim=-1)
-        vectors = vectors[-cfg.bank_size :]
-        n = vectors.shape[0]
+        vectors = F.normalize(f.detach().float(), dim=-1).transpose(0, 1)[:, -cfg.bank_size :]  # (K, n, d)
+        n = vectors.shape[1]
         pos = int(self.bank_pos)
         idx = (pos + torch.arange(n, device=vectors.device)) % cfg.bank_size
-        self.bank[idx] = vectors
+        self.bank[:, idx] = vectors
         self.bank_pos.fill_((pos + n) % cfg.bank_size)
         self.bank_filled.fill_(min(int(self.bank_filled) + n, cfg.bank_size))
 
         filled = int(self.bank_filled)
         pick = torch.randperm(filled, generator=generator, device="cpu")[: cfg.sample_size].to(self.bank.device)
-        sample = self.bank[pick]
-        load = torch.zeros(self.num_experts, device=sample.device)
-        new_centres = []
-        for centres in self.centres:
-            assign = sinkhorn(sample @ centres.T, cfg.sinkhorn_eps, cfg.sinkhorn_iters)
-            means = F.normalize(assign.T @ sample, dim=1)
-            moved = F.normalize(cfg.momentum * centres + (1 - cfg.momentum) * means, dim=1)
-            new_centres.append(repel(moved, cfg.repulsion))
-            load += (sample @ centres.T).argmax(dim=1).bincount(minlength=self.num_experts)
-        self.centres.copy_(torch.stack(new_centres))
-        stats = {"min_centre_angle": min(min_pairwise_angle(c) for c in self.centres)}
-        share = load / load.sum()
-        stats.update({f"centre_load_{j}": float(share[j]) for j in range(self.num_experts)})
+        sample = self.bank[:, pick]  # (K, S, d)
+        centres = self.centres.expand(self.num_layers, -1, -1)
+        scores = sample @ centres.transpose(1, 2)  # (K, S, C)
+        assign = torch.stack([sinkhorn(s, cfg.sinkhorn_eps, cfg.sinkhorn_iters) for s in scores])
+        sums = assign.transpose(1, 2) @ sample  # (K, C, d): each centre's share of each stage
+        if self.centres.shape[0] == 1:
+            sums = sums.sum(dim=0, keepdim=True)
+        means = F.normalize(sums, dim=-1)
+        moved = F.normalize(cfg.momentum * self.centres + (1 - cfg.momentum) * means, dim=-1)
+        self.centres.copy_(torch.stack([repel(c, cfg.repulsion) for c in moved]))
+        load = F.one_hot(scores.argmax(dim=-1), self.num_experts).float().mean(dim=1)  # (K, C)
+        stats = {"min_centre_angle": min(min_pairwise_angle(c) for c in self.centres), "min_load": float(load.min())}
+        stats.update(
+            {f"load_{k}_{j}": float(load[k, j]) for k in range(self.num_layers) for j in range(self.num_experts)}
+        )
         return stats

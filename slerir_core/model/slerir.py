@@ -56,12 +56,14 @@ class SLERIR(nn.Module):
 
     Attributes:
         routing: ``"soft"`` (training stage 1) or ``"hard"`` (stage 2 and inference).
+        inject_prior: inject the GLGF prior into the stages (on by default; off to measure what it does).
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.routing = "hard"
+        self.inject_prior = True
         c = config
         ln_bias = c.layernorm == "with_bias"
         self.degradation_extractor = build_extractor(c.degradation_extractor)
@@ -148,9 +150,10 @@ class SLERIR(nn.Module):
 
     def task_probabilities(self, f: torch.Tensor) -> torch.Tensor:
         """(B, 8, d) routing vectors -> (B, T) probabilities of the training tasks (cosine to prototypes)."""
-        protos = F.normalize(self.task_prototypes, dim=-1)
-        cos = torch.einsum("bkd,tkd->bt", f, protos) / protos.shape[1]
-        return torch.softmax(cos / self.config.router_temperature, dim=-1)
+        protos = F.normalize(self.task_prototypes.float(), dim=-1)
+        with torch.autocast(f.device.type, enabled=False):  # float32, as the routing probabilities
+            cos = torch.einsum("bkd,tkd->bt", f.float(), protos) / protos.shape[1]
+            return torch.softmax(cos / self.config.router_temperature, dim=-1)
 
     # -- restoration with fixed routes ------------------------------------------------------------------
 
@@ -181,9 +184,13 @@ class SLERIR(nn.Module):
         top, left, bottom, right = box
         padded_box = (top, left, top + (bottom - top) * (h + pad_h) / h, left + (right - left) * (w + pad_w) / w)
 
+        inject = self.injections is not None and self.inject_prior
+        cfg = self.config
+
         def stage(i: int, feats: torch.Tensor) -> torch.Tensor:
-            out = self.stages[STAGES[i]](feats, routes[:, i], None if probs is None else probs[:, i])
-            if self.injections is not None:
+            stage_probs = None if probs is None else probs[:, i]
+            out = self.stages[STAGES[i]](feats, routes[:, i], stage_probs, cfg.soft_gradients, cfg.soft_skip)
+            if inject:
                 out = self.injections[i](out, prior, padded_box)
             return out
 

@@ -1,11 +1,11 @@
-"""Hyperspherical contrastive loss (Eq. 9)."""
+"""Hyperspherical contrastive loss (Eq. 9) and the routing-consistency term."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from slerir_core.losses import hyperspherical_contrastive_loss
+from slerir_core.losses import hyperspherical_contrastive_loss, routing_consistency_loss
 
 
 def clustered(labels: torch.Tensor, spread: float) -> torch.Tensor:
@@ -36,3 +36,15 @@ def test_no_pairs_gives_zero_with_gradient():
     loss = hyperspherical_contrastive_loss(f, torch.tensor([0, 1, 2]), margin=0.5)
     loss.backward()
     assert loss == 0 and f.grad is not None
+
+
+def test_routing_consistency_pulls_each_sample_toward_its_tasks_expert():
+    logits = torch.zeros(4, 8, 3, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 1])
+    targets = torch.tensor([[0] * 8, [2] * 8, [-1] * 8])  # task 2 has no assignment yet
+    loss = routing_consistency_loss(logits.softmax(dim=-1), labels, targets)
+    assert torch.isclose(loss, torch.log(torch.tensor(3.0)))  # uniform probabilities: log C
+    loss.backward()
+    assert bool((logits.grad[0, :, 0] < 0).all()) and bool((logits.grad[1, :, 2] < 0).all())
+    assert torch.equal(logits.grad[2], torch.zeros(8, 3))  # the unassigned task gives no signal
+    assert routing_consistency_loss(logits.softmax(dim=-1), labels[2:3], targets) == 0

@@ -52,6 +52,39 @@ def test_soft_output_mixes_all_experts(tiny_model):
     assert not torch.allclose(soft, hard, atol=1e-5)
 
 
+def test_soft_routing_with_all_gradients_trains_every_expert(tiny_config):
+    torch.manual_seed(0)
+    model = SLERIR(dataclasses.replace(tiny_config, soft_gradients="all")).train()
+    model.routing = "soft"
+    restored, _ = model(torch.rand(1, 3, 24, 24))
+    restored.square().mean().backward()
+    assert all(expert_grads(model).values())
+
+
+def test_soft_skip_drops_only_the_unlikely_experts(tiny_config):
+    torch.manual_seed(0)
+    full = SLERIR(tiny_config).train()
+    full.routing = "soft"
+    x = torch.rand(2, 3, 16, 16)
+    probs = full.analyse(x, with_map=False)["probs"].detach()
+    threshold = float(probs.flatten().sort().values[probs.numel() // 2])  # about half the (sample, expert) pairs
+    skipping = SLERIR(dataclasses.replace(tiny_config, soft_skip=threshold)).train()
+    skipping.load_state_dict(full.state_dict())
+    skipping.routing = "soft"
+    calls = count_calls(skipping)
+    with torch.no_grad():
+        out_full, _ = full(x)
+        out_skip, info = skipping(x)
+    # An expert runs iff some sample chose it or gives it at least the threshold.
+    for i, name in enumerate(STAGES):
+        for j in range(3):
+            needed = bool(((info["routes"][:, i] == j) | (info["probs"][:, i, j] >= threshold)).any())
+            assert (calls[(name, j)] > 0) == needed, (name, j)
+    assert sum(calls.values()) < 3 * len(STAGES)
+    assert not torch.equal(out_full, out_skip)
+    assert (out_full - out_skip).abs().max() < 0.5
+
+
 def count_calls(model: SLERIR) -> dict[tuple[str, int], int]:
     calls: dict[tuple[str, int], int] = {}
     for name, stage in model.stages.items():
@@ -123,6 +156,8 @@ def test_glgf_prior_changes_output_and_can_be_switched_off(tiny_config):
 
 
 def test_tiled_box_reads_the_matching_part_of_the_prior(tiny_model):
+    for injection in tiny_model.injections:
+        torch.nn.init.normal_(injection.film.weight, std=0.5)  # per-pixel use of the prior, as after training
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         info = tiny_model.analyse(x)

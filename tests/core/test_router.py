@@ -33,7 +33,7 @@ def test_sinkhorn_balances_columns():
     assert torch.allclose(q.sum(dim=0), torch.full((3,), 20.0), atol=0.5)
 
 
-def make_router(**clustering) -> Router:
+def make_router(per_layer_centres: bool = False, **clustering) -> Router:
     return Router(
         in_dim=12,
         num_layers=8,
@@ -41,8 +41,21 @@ def make_router(**clustering) -> Router:
         routing_dim=8,
         hidden=16,
         temperature=0.1,
+        per_layer_centres=per_layer_centres,
         clustering=ClusteringConfig(bank_size=256, sample_size=128, **clustering),
     )
+
+
+def stage_clouds(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Routing vectors where every stage has a cloud of its own and, inside it, three tasks apart.
+
+    Returns the (batch, 8, 8) unit vectors and the (batch,) task labels.
+    """
+    stage_dirs = F.normalize(torch.randn(8, 8, generator=generator), dim=-1)
+    task_dirs = F.normalize(torch.randn(8, 3, 8, generator=generator), dim=-1)
+    labels = torch.arange(batch) % 3
+    noise = 0.05 * torch.randn(batch, 8, 8, generator=generator)
+    return F.normalize(2 * stage_dirs + task_dirs[:, labels].transpose(0, 1) + noise, dim=-1), labels
 
 
 def test_embeddings_are_unit_and_probabilities_sum_to_one():
@@ -65,7 +78,8 @@ def test_uniform_clustering_spreads_crowded_centres_and_keeps_them_unit():
         stats = router.update_centres(F.normalize(torch.randn(16, 8, 8), dim=-1), generator)
     assert torch.allclose(router.centres.norm(dim=-1), torch.ones(1, 3), atol=1e-5)
     assert stats["min_centre_angle"] > before + 30
-    assert abs(sum(stats[f"centre_load_{j}"] for j in range(3)) - 1) < 1e-6
+    for k in range(8):
+        assert abs(sum(stats[f"load_{k}_{j}"] for j in range(3)) - 1) < 1e-6
 
 
 def test_centres_get_no_gradients():
@@ -74,3 +88,53 @@ def test_centres_get_no_gradients():
     p[..., 0].sum().backward()
     assert not router.centres.requires_grad
     assert all(param.grad is not None for param in router.mlp.parameters())
+
+
+def test_per_stage_centres_split_every_stage_by_task():
+    """Stages with clouds of their own: each stage's centres must separate that stage's tasks.
+
+    Pooling the stages into one clustering sample (the old bank) puts whole stages on one centre, and
+    then every task takes the same expert there.
+    """
+    router = make_router(per_layer_centres=True, momentum=0.5)
+    data_gen, sample_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    f, labels = stage_clouds(96, data_gen)
+    for _ in range(40):
+        stats = router.update_centres(f, sample_gen)
+    assert stats["min_load"] > 0.25
+    experts = torch.einsum("bkd,kcd->bkc", f, router.centres).argmax(dim=-1)  # (batch, 8)
+    for k in range(8):
+        by_task = [experts[labels == t, k] for t in range(3)]
+        assert all(bool((e == e[0]).all()) for e in by_task), f"stage {k} splits a task"
+        assert len({int(e[0]) for e in by_task}) == 3, f"stage {k} merges tasks"
+
+
+def test_shared_centres_balance_every_stage():
+    """With one shared set (Eq. 2) the Sinkhorn balance still runs per stage, on that stage's sample."""
+    router = make_router(momentum=0.5)
+    generator = torch.Generator().manual_seed(3)
+    f = F.normalize(torch.randn(64, 8, 8, generator=generator), dim=-1)
+    before = router.centres.clone()
+    router.update_centres(f, generator)
+    assert router.bank.shape == (8, 256, 8) and int(router.bank_filled) == 64
+    torch.testing.assert_close(router.bank[:, :64], f.transpose(0, 1))
+    assert router.centres.shape == (1, 3, 8) and not torch.allclose(router.centres, before)
+
+
+def test_tasks_are_assigned_to_nearby_experts_evenly():
+    router = make_router(per_layer_centres=True)
+    generator = torch.Generator().manual_seed(4)
+    # Seven tasks: task t sits next to centre t % 3 at every stage, with some spread.
+    protos = router.centres[:, torch.arange(7) % 3].transpose(0, 1) + 0.1 * torch.randn(7, 8, 8, generator=generator)
+    protos[6] = 0  # not seen yet
+    targets = router.assign_tasks(F.normalize(protos, dim=-1) * (protos.abs().sum(-1, keepdim=True) > 0))
+    assert targets.shape == (7, 8)
+    assert torch.equal(targets[:6], (torch.arange(6) % 3)[:, None].expand(6, 8))
+    assert bool((targets[6] == -1).all())
+    # Crowded: every task next to centre 0; the cap of ceil(6 / 3) tasks per expert spreads them evenly.
+    crowded = F.normalize(
+        router.centres[:, :1].transpose(0, 1) + 0.1 * torch.randn(6, 8, 8, generator=generator), dim=-1
+    )
+    spread = router.assign_tasks(crowded)
+    for k in range(8):
+        assert torch.bincount(spread[:, k], minlength=3).tolist() == [2, 2, 2]
