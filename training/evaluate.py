@@ -116,6 +116,42 @@ def generated_test_set(
     return cases
 
 
+MIXED = "mixed: rain | noise σ=25"
+
+
+def mixed_test_set(images: int, size: int, seed: int = 0) -> list[TestCase]:
+    """Held-out clean images with rain on the left half and Gaussian noise (σ = 25) on the right half.
+
+    The case GLGF is for: one image, two degradations in two regions, which one set of routes cannot both
+    suit; only a prior that acts per region can treat each half for what it holds.
+    """
+    from slerir_core.degradations import degrade
+
+    cases = []
+    for i, (name, img) in enumerate(held_out_clean_images(images, size)):
+        img = crop_to_multiple(img)
+        rng = np.random.default_rng((TEST_SEED_TAG, seed, _task_code(MIXED), i))
+        rainy = degrade(img, "rain", rng)
+        noisy = degrade(img, "noise", rng, sigma=25.0)
+        half = img.shape[1] // 2
+        degraded = np.concatenate([rainy[:, :half], noisy[:, half:]], axis=1)
+        cases.append(TestCase(MIXED, None, name, np.clip(degraded, 0, 1).astype(np.float32), img))
+    return cases
+
+
+def evaluate_mixed(model: Any, device: Any, cases: Sequence[TestCase]) -> dict[str, float]:
+    """Mean PSNR of the mixed case: the input, and the model with the GLGF prior injected and not."""
+    scores = {"input": float(np.mean([psnr_ssim(c.degraded, c.clean, ssim=False)[0] for c in cases]))}
+    for label, inject in (("injection on", True), ("injection off", False)):
+        model.inject_prior = inject
+        try:
+            method = ModelMethod(model, device)
+            scores[label] = float(np.mean([psnr_ssim(method(c.degraded), c.clean, ssim=False)[0] for c in cases]))
+        finally:
+            model.inject_prior = True
+    return scores
+
+
 def centre_crop(images: Sequence[np.ndarray], size: int | None) -> list[np.ndarray]:
     """The same centre crop (at most ``size``², a multiple of 16) of each image of a pair."""
     h = min(i.shape[0] for i in images)
@@ -253,22 +289,45 @@ def evaluate_baselines(cases: Sequence[TestCase], ssim: bool = True) -> tuple[di
     return results, used
 
 
-def routing_summary(tasks: Sequence[str], routes: Sequence[Sequence[int]]) -> dict[str, Any]:
-    """Per task: the most common path, its purity (share of the task's samples taking it) and per-stage purity.
+def evaluate_bm3d(cases: Sequence[TestCase], ssim: bool = True) -> dict[str, Any]:
+    """Scores of BM3D given each denoising case's true σ, per column (empty without the ``bm3d`` package)."""
+    import importlib.util
+
+    from training.baselines import bm3d_known_sigma
+
+    noisy = [c for c in cases if c.task == "noise" and c.level]
+    if not noisy or importlib.util.find_spec("bm3d") is None:
+        return {}
+    scores: dict[str, Any] = {}
+    for column in order_columns([c.column for c in noisy]):
+        subset = [c for c in noisy if c.column == column]
+        sigma = subset[0].level / 255
+        scores.update(evaluate_method(lambda image, s=sigma: bm3d_known_sigma(image, s), subset, ssim))
+    return scores
+
+
+def routing_summary(
+    tasks: Sequence[str], routes: Sequence[Sequence[int]], num_experts: int | None = None
+) -> dict[str, Any]:
+    """Per task: the most common path, its purity (share of the task's samples taking it), per-stage purity and
+    per-stage expert load (each expert's share of the task's samples at that stage).
 
     Args:
         tasks: task of each sample.
         routes: expert per stage of each sample.
+        num_experts: experts per stage (default: the highest index seen, plus one).
     """
+    experts = num_experts or 1 + max((max(r) for r in routes), default=0)
     out: dict[str, Any] = {}
     for task in dict.fromkeys(tasks):
         paths = [tuple(r) for t, r in zip(tasks, routes, strict=True) if t == task]
         path, count = Counter(paths).most_common(1)[0]
-        per_stage = [Counter(p[i] for p in paths).most_common(1)[0][1] / len(paths) for i in range(len(path))]
+        per_stage = [Counter(p[i] for p in paths) for i in range(len(path))]
         out[task] = {
             "path": "-".join(map(str, path)),
             "purity": count / len(paths),
-            "stage_purity": per_stage,
+            "stage_purity": [c.most_common(1)[0][1] / len(paths) for c in per_stage],
+            "stage_load": [[c[j] / len(paths) for j in range(experts)] for c in per_stage],
             "n": len(paths),
         }
     return out
@@ -433,11 +492,17 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         scores, used = evaluate_baselines(cases)
         rows["Classical (scikit-image)"] = scores
         notes.append("Classical: " + "; ".join(f"{TITLES.get(t, t)}: {name}" for t, name in used.items()) + ".")
-    routing = None
+        bm3d_scores = evaluate_bm3d(cases)
+        if bm3d_scores:
+            rows["BM3D (true σ)"] = bm3d_scores
+            notes.append("BM3D (the bm3d package) is given the true σ: a non-blind reference for denoising.")
+    routing, mixed = None, None
     if model is not None:
         method = ModelMethod(model, device)
         rows[model_row] = evaluate_method(method, cases)
-        routing = routing_summary([c.task for c in cases], method.routes)
+        routing = routing_summary([c.task for c in cases], method.routes, model.config.num_experts)
+        if model.glgf is not None and args.data is None:
+            mixed = evaluate_mixed(model, device, mixed_test_set(args.images or 4, args.size or 128, args.seed))
     rows = {name: with_average(scores, columns) for name, scores in rows.items()}
     if any(v.get("average", {}).get("partial") for v in rows.values()):
         notes.append("* average over the columns the method has.")
@@ -447,7 +512,19 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for task in order_columns(list(routing)):
             r = routing[task]
             print(f"  {TITLES.get(task, task):<14} {r['path']}  purity {r['purity']:.2f}")
-    return {"protocol": PROTOCOL, "test_set": source, "columns": columns, "rows": rows, "routing": routing}
+    if mixed:
+        print(
+            f"\nMixed case ({MIXED.split(': ')[1]}, left | right halves), PSNR: "
+            + ", ".join(f"{k} {v:.2f} dB" for k, v in mixed.items())
+        )
+    return {
+        "protocol": PROTOCOL,
+        "test_set": source,
+        "columns": columns,
+        "rows": rows,
+        "routing": routing,
+        "mixed": mixed,
+    }
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,10 +43,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from slerir_core.atomic import atomic_write
+from slerir_core.atomic import atomic_write, remove_stale_temporaries
 from slerir_core.checkpoint import save_weights
-from slerir_core.losses import hyperspherical_contrastive_loss, restoration_loss
+from slerir_core.config import STAGES
+from slerir_core.losses import hyperspherical_contrastive_loss, restoration_loss, routing_consistency_loss
 from slerir_core.model import SLERIR
+from slerir_core.restore import cpu_has_bf16, resolve_device
 from training.config import ExperimentConfig, StageConfig, load_experiment, with_overrides
 from training.datasets import StreamSampler, TrainStream, build_train_dataset
 
@@ -89,18 +91,25 @@ class Runtime:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` if CUDA is available, else CPU; anything else as given."""
+def rank_device(name: str, local_rank: int) -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` if CUDA is available, else CPU; any other name as the Restorer checks it.
+
+    Raises:
+        TrainError: a device this machine does not have.
+    """
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
+    try:
+        return resolve_device(name)
+    except ValueError as err:
+        raise TrainError(str(err)) from None
 
 
 def init_runtime(device_name: str) -> Runtime:
     """Join the torchrun process group when ``WORLD_SIZE`` > 1 (NCCL on CUDA, gloo on CPU) and pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = rank_device(device_name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
@@ -115,6 +124,20 @@ def all_gather_cat(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(rt.world_size)]
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts)
+
+
+def with_other_ranks(f: torch.Tensor, labels: torch.Tensor, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's routing vectors and labels together with every other rank's (those without gradients).
+
+    A contrastive loss over the whole step's batch sees every task of the step, not only the one or two of
+    a small per-process batch; each rank's loss back-propagates through its own vectors only, and DDP sums
+    the ranks' gradients.
+    """
+    if not rt.distributed:
+        return f, labels
+    parts = list(all_gather_cat(f.detach(), rt).chunk(rt.world_size))
+    parts[rt.rank] = f
+    return torch.cat(parts), all_gather_cat(labels, rt)
 
 
 def mean_over_ranks(values: dict[str, float], rt: Runtime) -> dict[str, float]:
@@ -146,25 +169,57 @@ def state_digest(model: nn.Module) -> str:
 # -- model and optimisation ----------------------------------------------------------------------------------
 
 
-def load_init(model: SLERIR, path: str | Path) -> None:
+def load_init(model: SLERIR, path: str | Path) -> dict[str, Any]:
     """Load weights to start from: a ``.safetensors`` weights file or a training ``checkpoint.pt``.
+
+    Returns:
+        The training history those weights carry (steps, crops, hours, hardware, sessions), fresh if none.
 
     Raises:
         TrainError: if the file is missing or its tensors do not fit the model (another config).
     """
+    from slerir_core.checkpoint import WeightsError, read_metadata
+
     path = Path(path)
     if not path.is_file():
         raise TrainError(f"initial weights {path} do not exist (stage 2 starts from stage-1 weights)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+            history = json.loads(read_metadata(path).get("history", "{}"))
+            state = load_file(str(path))
+        else:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            history, state = saved.get("history", {}), saved["model"]
+    except (WeightsError, OSError, RuntimeError, KeyError, json.JSONDecodeError) as err:
+        raise TrainError(f"cannot read initial weights {path}: {err}") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise TrainError(f"{path} does not fit this config's model: {err}") from None
+    return {**new_history(), **history}
+
+
+def new_history() -> dict[str, Any]:
+    """The training record carried from run to run: optimiser steps, crops seen, device-hours per kind of
+    hardware, the hardware and the dates of the sessions (UTC)."""
+    return {"steps": 0, "crops": 0, "hours": {}, "hardware": [], "sessions": []}
+
+
+def hardware_name(device: torch.device) -> str:
+    """What a run trains on, for the model card: the GPU's name, or the CPU's model and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "unknown CPU")
+    return f"{model} ({os.cpu_count()} cores)"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
 
 
 def configure_stage(model: SLERIR, stage: int) -> None:
@@ -269,9 +324,22 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """Read a training state written by ``save_state``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != STATE_FORMAT:
+    """Read a training state written by ``save_state``.
+
+    Raises:
+        TrainError: an empty, truncated or corrupt file, or not a SLER-IR training state.
+    """
+    if path.stat().st_size == 0:
+        raise TrainError(f"{path} is empty (0 bytes); delete it to start the stage over")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types for a damaged file (EOF, unpickling, zip, index)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TrainError(
+            f"{path} is truncated or corrupt ({first}); delete it to start the stage over, "
+            "or start from model.safetensors with --init"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise TrainError(f"{path} is not a SLER-IR training state ({STATE_FORMAT})")
     return state
 
@@ -314,9 +382,16 @@ class RunLog:
         if not self.primary:
             return
         path = self.out / f"{name}.csv"
+        fields = list(values)
+        if path.exists() and path.stat().st_size:
+            with path.open(newline="") as fh:
+                header = next(csv.reader(fh), [])
+            if header != fields:  # a run resumed with other logged terms: one header for all rows
+                fields = header + [f for f in fields if f not in header]
+                _rewrite_csv(path, fields)
         new = not path.exists() or path.stat().st_size == 0
         with path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(values))
+            writer = csv.DictWriter(fh, fieldnames=fields)
             if new:
                 writer.writeheader()
             writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in values.items()})
@@ -333,17 +408,22 @@ class RunLog:
 
 def _truncate_csv(path: Path, last_step: int) -> None:
     """Keep only the rows up to ``last_step`` (all of them are dropped for a fresh run)."""
-    if not path.exists():
-        return
+    if path.exists():
+        _rewrite_csv(path, keep=lambda row: int(row["step"]) <= last_step)
+
+
+def _rewrite_csv(path: Path, fields: list[str] | None = None, keep: Any = None) -> None:
+    """Rewrite a CSV log in place with the given columns (rows lacking one leave it empty), keeping the rows
+    ``keep`` accepts (all by default)."""
     with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-        fields = rows[0].keys() if rows else []
-    keep = [r for r in rows if int(r["step"]) <= last_step]
+        reader = csv.DictReader(fh)
+        rows = [r for r in reader if keep is None or keep(r)]
+        fields = fields or list(reader.fieldnames or [])
     with path.open("w", newline="") as fh:
-        if keep:
-            writer = csv.DictWriter(fh, fieldnames=list(fields))
+        if rows or fields:
+            writer = csv.DictWriter(fh, fieldnames=fields, restval="")
             writer.writeheader()
-            writer.writerows(keep)
+            writer.writerows(rows)
 
 
 # -- validation ----------------------------------------------------------------------------------------------
@@ -377,7 +457,7 @@ def validate(model: SLERIR, cases: list[Any], device: torch.device) -> dict[str,
         p_in, _ = psnr_ssim(case.degraded, case.clean, ssim=False)
         psnr.setdefault(case.task, []).append(p_out)
         gain.setdefault(case.task, []).append(p_out - p_in)
-    routing = routing_summary([c.task for c in cases], method.routes)
+    routing = routing_summary([c.task for c in cases], method.routes, model.config.num_experts)
     return {
         task: {"psnr": float(np.mean(v)), "gain": float(np.mean(gain[task])), **routing[task]}
         for task, v in psnr.items()
@@ -399,6 +479,8 @@ class Job:
     stop_at: int
     init: str | None
     resume: bool
+    time_budget: float | None = None
+    started: float = field(default_factory=time.monotonic)
 
 
 def plan_job(
@@ -410,6 +492,7 @@ def plan_job(
     stop_at: int | None,
     init: str | None,
     resume: bool,
+    time_budget: float | None = None,
 ) -> Job:
     """Work out the epoch length and the number of steps of a stage.
 
@@ -418,12 +501,12 @@ def plan_job(
     """
     stage_cfg = exp.train.stage_config(stage)
     spe = exp.train.steps_per_epoch or max(1, len(dataset) // (stage_cfg.batch_size * world_size))
-    total = stage_cfg.steps or stage_cfg.epochs * spe
+    total = stage_cfg.steps if stage_cfg.steps is not None else stage_cfg.epochs * spe
     init = init or stage_cfg.init
     if stage == 2 and init is None:
         raise TrainError("stage 2 starts from stage-1 weights: pass --init PATH or set train.stage2.init")
     stop = total if stop_at is None else min(stop_at, total)
-    return Job(exp, stage, out, total, spe, stop, init, resume)
+    return Job(exp, stage, out, total, spe, stop, init, resume, time_budget)
 
 
 def batches(loader: torch.utils.data.DataLoader, rt: Runtime) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -437,8 +520,10 @@ def batches(loader: torch.utils.data.DataLoader, rt: Runtime) -> Iterator[tuple[
 
 
 def autocast_enabled(amp: str, device: torch.device) -> bool:
-    """bf16 autocast on CUDA by default; on CPU only when asked for."""
-    return amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    """bf16 autocast by default on CUDA and on CPUs with native bf16 arithmetic (AVX-512 BF16 or AMX)."""
+    if amp != "auto":
+        return amp == "bf16"
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
 
 
 @torch.no_grad()
@@ -477,6 +562,7 @@ class Trainee:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     centre_gen: torch.Generator
     start: int = 0
+    history: dict[str, Any] = field(default_factory=new_history)
 
 
 def build_trainee(job: Job, rt: Runtime, resume_state: dict[str, Any] | None) -> Trainee:
@@ -489,16 +575,24 @@ def build_trainee(job: Job, rt: Runtime, resume_state: dict[str, Any] | None) ->
     random.seed(tcfg.seed)
     np.random.seed(tcfg.seed)
     model = SLERIR(job.exp.model)
+    history = new_history()
     if job.init is not None and resume_state is None:
-        load_init(model, job.init)
+        history = load_init(model, job.init)
     model.to(rt.device)
     configure_stage(model, job.stage)
     optimizer = build_optimizer(model, tcfg.betas, tcfg.weight_decay, scfg)
     trainee = Trainee(
-        model, optimizer, build_scheduler(optimizer, job.total_steps, scfg), torch.Generator().manual_seed(tcfg.seed)
-    )  # same on every rank: identical centre updates
+        model,
+        optimizer,
+        build_scheduler(optimizer, job.total_steps, scfg),
+        torch.Generator().manual_seed(tcfg.seed),  # same on every rank: identical centre updates
+        history=history,
+    )
     if resume_state is not None:
         restore_trainee(trainee, resume_state, job, rt)
+    for key, value in (("hardware", hardware_name(rt.device)), ("sessions", time.strftime("%Y-%m-%d", time.gmtime()))):
+        if value not in trainee.history[key]:
+            trainee.history[key].append(value)
     return trainee
 
 
@@ -512,6 +606,7 @@ def restore_trainee(trainee: Trainee, state: dict[str, Any], job: Job, rt: Runti
     trainee.centre_gen.set_state(state["rng"]["centres"])
     restore_rng(state["rng"])
     trainee.start = int(state["data_position"])
+    trainee.history = {**new_history(), **state.get("history", {})}
     if state["config"] != job.exp.to_dict() and rt.primary:
         print(
             f"warning: {job.out / CHECKPOINT} was written with another config; continuing with the new one",
@@ -534,6 +629,8 @@ def train(job: Job, rt: Runtime, dataset: TrainStream) -> dict[str, Any]:
     resume_state = load_state(checkpoint) if job.resume and checkpoint.is_file() else None
     if rt.primary:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temporaries(out):
+            print(f"removed {stale}, a partial file of a run that was killed", file=sys.stderr)
         (out / "config.yaml").write_text(exp.to_yaml())
     trainee = build_trainee(job, rt, resume_state)
     model = trainee.model
@@ -562,8 +659,8 @@ def train(job: Job, rt: Runtime, dataset: TrainStream) -> dict[str, Any]:
         f"torch {torch.__version__}, trainable {n_train / 1e6:.2f}M of {n_all / 1e6:.2f}M parameters"
     )
     summary = _loop(job, rt, trainee, net, loader, val_cases, log)
-    if job.stop_at == job.total_steps:
-        summary.update(_finish(job, rt, model, dataset, sampler, val_cases))
+    if summary["finished"] or summary["out_of_time"]:
+        summary.update(_finish(job, rt, trainee, dataset, sampler, val_cases, log))
     if rt.distributed:
         digests: list[Any] = [None] * rt.world_size
         dist.all_gather_object(digests, state_digest(model))
@@ -575,23 +672,34 @@ def train(job: Job, rt: Runtime, dataset: TrainStream) -> dict[str, Any]:
 
 
 def _finish(
-    job: Job, rt: Runtime, model: SLERIR, dataset: TrainStream, sampler: StreamSampler, val_cases: list[Any]
+    job: Job,
+    rt: Runtime,
+    trainee: Trainee,
+    dataset: TrainStream,
+    sampler: StreamSampler,
+    val_cases: list[Any],
+    log: RunLog,
 ) -> dict[str, Any]:
-    """End of a stage: final task prototypes (stage 1), the safetensors export and a last validation."""
+    """End of a stage or of a time budget: final task prototypes (stage 1), the safetensors export with the
+    training record, and a last validation table (after the checkpoint, which keeps the EMA prototypes, so
+    that a resumed run continues exactly)."""
+    model = trainee.model
     if job.stage == 1:
         refit_prototypes(model, dataset, sampler, job.total_steps, job.exp.train.prototype_batches, rt)
     if not rt.primary:
         return {}
     meta = {
         "stage": str(job.stage),
-        "steps": str(job.total_steps),
+        "steps": str(trainee.history["steps"]),
         "run": job.exp.name,
         "data": f"{job.exp.data.type}: {', '.join(job.exp.data.tasks)}",
+        "history": json.dumps(trainee.history),
     }
     save_weights(model, job.out / WEIGHTS, **meta)
-    out: dict[str, Any] = {"weights": str(job.out / WEIGHTS)}
+    out: dict[str, Any] = {"weights": str(job.out / WEIGHTS), "history": trainee.history}
     if val_cases:
         out["validation"] = validate(model, val_cases, rt.device)
+        _log_validation(out["validation"], trainee.history["steps"], log, final=True)
     return out
 
 
@@ -607,9 +715,16 @@ def _train_step(
     values = {"l1": l1}
     loss = l1
     if job.stage == 1 and cfg.hc_alpha > 0:
-        hc = hyperspherical_contrastive_loss(info["embeddings"].float(), labels, cfg.hc_margin)
-        loss = loss + cfg.hc_alpha * hc
+        f, all_labels = with_other_ranks(info["embeddings"].float(), labels, rt)
+        hc = hyperspherical_contrastive_loss(f, all_labels, cfg.hc_margin)
+        # Each rank differentiates its own rows and DDP averages the ranks: scaled back to the whole gradient.
+        loss = loss + cfg.hc_alpha * rt.world_size * hc
         values["hc"] = hc
+    if job.stage == 1 and cfg.route_alpha > 0:
+        targets = model.router.assign_tasks(model.task_prototypes)
+        route = routing_consistency_loss(info["probs"], labels, targets)
+        loss = loss + cfg.route_alpha * route
+        values["route"] = route
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if job.exp.train.grad_clip is not None:
@@ -638,61 +753,95 @@ def _loop(
     from tqdm import tqdm
 
     tcfg, scfg = job.exp.train, job.exp.train.stage_config(job.stage)
-    start, model = trainee.start, trainee.model
+    start, model, history = trainee.start, trainee.model, trainee.history
+    # GPU-hours count every GPU; CPU ranks share one machine, whose hours are wall-clock hours.
+    hours_key, devices = ("gpu", rt.world_size) if rt.device.type == "cuda" else ("cpu", 1)
+    # Time kept back from a budget for what follows the last step: a validation and the export, measured.
+    reserve = _timed_validation(model, val_cases, start, rt, log, job) if job.time_budget is not None else 0.0
     bar = tqdm(total=job.stop_at, initial=start, disable=not rt.primary, dynamic_ncols=True, desc=f"stage {job.stage}")
     logs: dict[str, float] = {}
-    step = start
+    step, out_of_time = start, False
     tick = time.perf_counter()
     stream = batches(loader, rt)
-    while step < job.stop_at:
+    while step < job.stop_at and not out_of_time:
         batch = next(stream)
         logs = _train_step(job, rt, trainee, net, batch)
         step += 1
         now = time.perf_counter()
-        logs["img_per_s"] = scfg.batch_size * rt.world_size / max(now - tick, 1e-9)
+        seconds = max(now - tick, 1e-9)
         tick = now
+        logs["img_per_s"] = scfg.batch_size * rt.world_size / seconds
+        history["steps"] += 1
+        history["crops"] += scfg.batch_size * rt.world_size
+        history["hours"][hours_key] = history["hours"].get(hours_key, 0.0) + seconds * devices / 3600
         bar.update(1)
         bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", img_s=f"{logs['img_per_s']:.1f}")
-        if step % tcfg.log_every == 0 or step == job.stop_at:
-            log.row("train_log", {"step": step, "epoch": step / job.steps_per_epoch, **logs}, step)
         if step % job.steps_per_epoch == 0 and rt.primary and val_cases:
-            _log_validation(validate(model, val_cases, rt.device), step, log)
-            set_train_mode(model, job.stage)
-        if step % tcfg.checkpoint_every == 0 or step == job.stop_at:
+            reserve = _timed_validation(model, val_cases, step, rt, log, job)
+        if job.time_budget is not None:
+            out_of_time = time.monotonic() + reserve + 2 * seconds > job.started + job.time_budget
+            if rt.distributed:  # every rank must stop at the same step
+                flag = torch.tensor(float(out_of_time), device=rt.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag)
+        if step % tcfg.log_every == 0 or step == job.stop_at or out_of_time:
+            log.row("train_log", {"step": step, "epoch": step / job.steps_per_epoch, **logs}, step)
+        if step % tcfg.checkpoint_every == 0 or step == job.stop_at or out_of_time:
             _checkpoint(job, rt, trainee, step)
     bar.close()
+    if out_of_time:
+        log.print(f"time budget reached: stopped at step {step} of {job.total_steps} (continue with --resume)")
     return {
         "name": job.exp.name,
         "stage": job.stage,
         "step": step,
         "total_steps": job.total_steps,
         "finished": step == job.total_steps,
+        "out_of_time": out_of_time and step < job.total_steps,
         "last": logs,
     }
 
 
-def _log_validation(results: dict[str, Any], step: int, log: RunLog) -> None:
+def _timed_validation(model: SLERIR, val_cases: list[Any], step: int, rt: Runtime, log: RunLog, job: Job) -> float:
+    """Validate and log; returns the seconds it took (plus the export's share), 0 where nothing ran."""
+    if not (rt.primary and val_cases):
+        return 0.0
+    begin = time.monotonic()
+    _log_validation(validate(model, val_cases, rt.device), step, log)
+    set_train_mode(model, job.stage)
+    return 1.2 * (time.monotonic() - begin) + 2.0
+
+
+def _log_validation(results: dict[str, Any], step: int, log: RunLog, final: bool = False) -> None:
     width = max(map(len, results), default=0)
-    lines = [f"step {step} validation (PSNR, gain over the input, most common path, its purity):"]
+    title = "final validation" if final else "validation"
+    lines = [f"step {step} {title} (PSNR, gain over the input, most common path, its purity, expert load per stage):"]
     for task, r in results.items():
-        log.row(
-            "val_log",
-            {
-                "step": step,
-                "task": task,
-                "psnr": r["psnr"],
-                "gain": r["gain"],
-                "path": r["path"],
-                "purity": r["purity"],
-            },
-            step,
-            scalars=False,
-        )
-        if log.tb is not None:
+        loads = {
+            f"load_{name}": "/".join(f"{v:.2f}" for v in load)
+            for name, load in zip(STAGES, r["stage_load"], strict=True)
+        }
+        if not final:
+            log.row(
+                "val_log",
+                {
+                    "step": step,
+                    "task": task,
+                    "psnr": r["psnr"],
+                    "gain": r["gain"],
+                    "path": r["path"],
+                    "purity": r["purity"],
+                    **loads,
+                },
+                step,
+                scalars=False,
+            )
+        if log.tb is not None and not final:
             log.tb.add_scalar(f"val/psnr_{task}", r["psnr"], step)
             log.tb.add_scalar(f"val/purity_{task}", r["purity"], step)
         lines.append(
             f"  {task:<{width}}  {r['psnr']:6.2f} dB ({r['gain']:+6.2f})  path {r['path']}  purity {r['purity']:.2f}"
+            f"  load {' '.join(loads.values())}"
         )
     log.print("\n".join(lines))
 
@@ -715,6 +864,7 @@ def _checkpoint(job: Job, rt: Runtime, trainee: Trainee, step: int) -> None:
             "scheduler": trainee.scheduler.state_dict(),
             "rng": rng,
             "config": job.exp.to_dict(),
+            "history": trainee.history,
         },
     )
 
@@ -736,6 +886,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop after this step and checkpoint, keeping the schedule of "
         "the full run (to split a run into jobs; continue with --resume)",
     )
+    parser.add_argument(
+        "--time-budget",
+        type=parse_duration,
+        metavar="DURATION",
+        help="wall-clock budget of this command (90s, 20m, 2.5h): stop in time to checkpoint, export the weights "
+        "and print a validation table (timed by a validation at the start); continue with --resume",
+    )
     parser.add_argument("--device", help="torch device (default: train.device; 'auto' is cuda:LOCAL_RANK or cpu)")
     parser.add_argument(
         "--set",
@@ -744,6 +901,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override config values, e.g. train.stage1.lr=1.0e-3 data.crop=64",
     )
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``20m``, ``2.5h`` or plain seconds -> seconds (> 0).
+
+    Raises:
+        argparse.ArgumentTypeError: anything else.
+    """
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1.0)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        seconds = math.nan
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 20m or 2.5h, got {text!r}")
+    return seconds
 
 
 def _parse_value(text: str) -> Any:
@@ -792,18 +966,72 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     exp, stage, out = resolve_args(args)
+    procs = cpu_process_count(exp)
+    if procs > 1:
+        return _spawn_cpu_ranks(args, procs)
     rt = init_runtime(exp.train.device)
     try:
         dataset = build_train_dataset(exp.data, exp.train.seed)
-        job = plan_job(exp, stage, out, dataset, rt.world_size, args.stop_at, args.init, args.resume)
+        job = plan_job(exp, stage, out, dataset, rt.world_size, args.stop_at, args.init, args.resume, args.time_budget)
         summary = train(job, rt, dataset)
     finally:
         if rt.distributed and dist.is_initialized():
             dist.destroy_process_group()
     if rt.primary:
         state = "finished" if summary["finished"] else f"stopped at step {summary['step']}"
+        if summary["out_of_time"]:
+            state += " (time budget)"
         print(f"{exp.name} stage {stage} {state}; run folder {out}", file=sys.stderr)
     return 0
+
+
+def cpu_process_count(exp: ExperimentConfig) -> int:
+    """How many single-threaded CPU processes to start: 1 under torchrun, on a GPU, or when not asked for."""
+    if "WORLD_SIZE" in os.environ or rank_device(exp.train.device, 0).type != "cpu":
+        return 1
+    return exp.train.cpu_processes or len(os.sched_getaffinity(0))
+
+
+def _end_with_parent() -> None:
+    """On Linux, have the kernel end this rank when the process that started it dies, however it dies:
+    an orphaned rank would otherwise keep training and writing into the run folder."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() == 1:  # the parent died before the request was made
+        os._exit(1)
+
+
+def _spawn_cpu_ranks(args: argparse.Namespace, procs: int) -> int:
+    """Run this command as ``procs`` gloo ranks on this machine, one torch thread each; the first failing
+    rank's exit code (its error is already printed) or 0."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:  # a free port for the rendezvous, on loopback only
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    try:
+        mp.spawn(_cpu_rank, args=(procs, port, args), nprocs=procs, join=True)
+    except mp.ProcessExitedException as err:
+        return err.exit_code or 1
+    return 0
+
+
+def _cpu_rank(rank: int, procs: int, port: int, args: argparse.Namespace) -> None:
+    _end_with_parent()
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(procs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    code = run(args)
+    if code:
+        sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,15 @@ import pytest
 
 from slerir_core.cli import main as cli
 from training.baselines import BASELINES, dark_channel_prior
-from training.evaluate import format_table, generated_test_set, order_columns, psnr_ssim, routing_summary, with_average
+from training.evaluate import (
+    format_table,
+    generated_test_set,
+    mixed_test_set,
+    order_columns,
+    psnr_ssim,
+    routing_summary,
+    with_average,
+)
 
 
 def test_metrics_follow_the_protocol():
@@ -30,6 +38,16 @@ def test_routing_summary_reports_most_common_path_and_purity():
     assert summary["noise"]["purity"] == pytest.approx(2 / 3)
     assert summary["noise"]["stage_purity"] == pytest.approx([1] * 7 + [2 / 3])
     assert summary["haze"]["purity"] == 1.0
+    assert summary["noise"]["stage_load"][7] == pytest.approx([2 / 3, 1 / 3, 0])
+    assert routing_summary(tasks, routes, num_experts=4)["haze"]["stage_load"][0] == [0, 0, 1, 0]
+
+
+def test_mixed_case_has_rain_left_and_noise_right():
+    (case,) = mixed_test_set(images=1, size=64)
+    left, right = (case.degraded - case.clean)[:, :32], (case.degraded - case.clean)[:, 32:]
+    assert 20 / 255 < right.std() < 30 / 255  # σ = 25, a little less where clipped
+    # Rain streaks brighten along lines: mostly positive, unlike zero-mean noise.
+    assert left.mean() > 0.01 and (left > 0.01).mean() > (left < -0.01).mean() * 3
 
 
 def test_table_layout_follows_the_paper():
@@ -113,9 +131,20 @@ def test_evaluate_command_prints_the_table(tmp_path, capsys):
         assert title in text
     result = json.loads(out.read_text())
     assert result["columns"] == ["haze", "rain", "noise σ=15", "noise σ=25"]
-    assert set(result["rows"]) == {"Degraded input", "Classical (scikit-image)", "SLER-IR (tiny, untrained)"}
+    assert set(result["rows"]) == {
+        "Degraded input",
+        "Classical (scikit-image)",
+        "BM3D (true σ)",
+        "SLER-IR (tiny, untrained)",
+    }
+    bm3d, noisy = result["rows"]["BM3D (true σ)"], result["rows"]["Degraded input"]
+    assert set(bm3d) == {"noise σ=15", "noise σ=25", "average"}
+    assert all(bm3d[c]["psnr"] > noisy[c]["psnr"] + 3 for c in ("noise σ=15", "noise σ=25"))
     assert result["rows"]["Degraded input"]["haze"]["n"] == 2
     assert set(result["routing"]) == {"haze", "rain", "noise"}
+    assert "Mixed case (rain | noise σ=25" in text
+    assert set(result["mixed"]) == {"input", "injection on", "injection off"}
+    assert result["mixed"]["injection on"] != result["mixed"]["injection off"]
 
 
 def test_evaluate_reads_real_test_folders(promptir_root, capsys):
@@ -132,3 +161,20 @@ def test_evaluate_rejects_unknown_configs_and_tasks(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli(["evaluate", "--tasks", "snow"])
     assert exit_info.value.code == 2 and "invalid choice: 'snow'" in capsys.readouterr().err
+
+
+def test_model_card_sections_come_from_the_weights_and_the_evaluation(tmp_path, tiny_model, capsys):
+    from slerir_core.checkpoint import save_weights
+    from training.model_card import main as model_card
+
+    history = {"steps": 40, "crops": 400, "hours": {"cpu": 0.5}, "hardware": ["a CPU"], "sessions": ["2026-12-01"]}
+    weights = save_weights(tiny_model, tmp_path / "w.safetensors", run="r", stage="1", history=json.dumps(history))
+    scores = tmp_path / "eval.json"
+    args = ["--tasks", "haze", "noise", "--images", "1", "--size", "32", "--sigmas", "25", "--json", str(scores)]
+    assert cli(["evaluate", "--weights", str(weights), *args]) == 0
+    capsys.readouterr()
+    model_card(["--weights", str(weights), "--eval", str(scores)])
+    text = capsys.readouterr().out
+    assert "| optimiser steps | 40 |" in text and "CPU 0.50 h" in text and "2026-12-01" in text
+    assert "| Dehazing |" in text and "| Denoising σ=25 |" in text and "BM3D (true σ)" in text
+    assert "Distinct paths:" in text and "Mixed case" in text

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from slerir_core.checkpoint import load_model
+from slerir_core.checkpoint import load_model, read_metadata
 from slerir_core.cli import main as cli
 from slerir_core.config import ConfigError
 from training.config import load_experiment, with_overrides
-from training.train import update_prototypes
+from training.train import parse_duration, update_prototypes
 
 # One validation image per task (and σ) keeps the per-epoch validation cheap; runs whose routes are compared
 # use the same validation set.
@@ -58,7 +60,7 @@ def test_stage1_lowers_loss_and_exports_labelled_weights(stage1):
     assert all({r["task"] for r in rows if int(r["step"]) == s} == set(model.config.tasks) for s in (10, 40))
     summary = json.loads((stage1 / "summary.json").read_text())
     assert summary["finished"] and set(summary["validation"]) == set(model.config.tasks)
-    assert "min_centre_angle" in summary["last"] and "centre_load_0" in summary["last"]
+    assert "min_centre_angle" in summary["last"] and "min_load" in summary["last"]
     # The resolved config in the run folder is itself a valid training config.
     resolved = load_experiment(stage1 / "config.yaml")
     assert resolved.model == model.config and resolved.train.stage1.steps == 40
@@ -194,3 +196,126 @@ def test_bad_overrides_are_clear_errors_before_any_output(tmp_path, capsys):
     out = tmp_path / "run"
     assert train("--steps", "2", "--out", str(out), "--set", "data.tasks=[noise, snow]") == 2
     assert "snow" in capsys.readouterr().err and not out.exists()
+
+
+def test_time_budget_stops_with_checkpoint_weights_and_table(tmp_path, capsys):
+    out = tmp_path / "budget"
+    assert train("--steps", "100000", "--time-budget", "8s", "--out", str(out), *QUICK) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["out_of_time"] and not summary["finished"] and 0 < summary["step"] < 100000
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == summary["step"] == max(losses(out))  # the last step is logged and checkpointed
+    assert set(summary["validation"]) == {"noise", "rain", "haze", "blur", "lowlight"}
+    err = capsys.readouterr().err
+    assert "final validation" in err and "(time budget)" in err
+    history = json.loads(read_metadata(out / "model.safetensors")["history"])
+    assert history["steps"] == summary["step"] and history["crops"] == 10 * summary["step"]
+    assert history["hours"]["cpu"] > 0 and history["sessions"] and history["hardware"]
+    # Validation before the first step (to time the closing one) and at every epoch, with per-stage loads.
+    with (out / "val_log.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert int(rows[0]["step"]) == 0
+    loads = [float(v) for v in rows[0]["load_enc1"].split("/")]
+    assert len(loads) == 3 and abs(sum(loads) - 1) < 0.02
+
+
+@pytest.mark.parametrize("text", ["0", "-3m", "ten", "5d", "nan", ""])
+def test_bad_time_budget_is_a_usage_error(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="duration"):
+        parse_duration(text)
+
+
+def test_durations():
+    assert [parse_duration(t) for t in ("90", "90s", "1.5m", "2h")] == [90.0, 90.0, 90.0, 7200.0]
+
+
+def test_init_continues_the_training_record(stage1, tmp_path):
+    out = tmp_path / "continued"
+    assert train("--init", str(stage1 / "model.safetensors"), "--steps", "3", "--out", str(out), *QUICK) == 0
+    before = json.loads(read_metadata(stage1 / "model.safetensors")["history"])
+    after = json.loads(read_metadata(out / "model.safetensors")["history"])
+    assert after["steps"] == before["steps"] + 3 == 43 and after["crops"] == before["crops"] + 30
+    assert after["hours"]["cpu"] > before["hours"]["cpu"] and after["sessions"] == before["sessions"]
+
+
+def test_cpu_processes_train_as_identical_ranks(tmp_path):
+    out = tmp_path / "ranks"
+    sets = ["train.cpu_processes=2", "train.stage1.batch_size=4", "data.val_images=1", "train.prototype_batches=1"]
+    cmd = [sys.executable, "-m", "slerir_core.cli", "train", "--config", "tiny-synthetic", "--steps", "3"]
+    proc = subprocess.run(
+        [*cmd, "--out", str(out), "--set", *sets],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["rank_digests"]) == 2 and summary["rank_digests"][0] == summary["rank_digests"][1]
+    assert summary["history"]["crops"] == 3 * 4 * 2
+
+
+def test_a_failing_cpu_rank_gives_the_exit_code(tmp_path, capsys):
+    out = tmp_path / "bad"
+    sets = ["train.cpu_processes=2", "data.val_images=0"]
+    assert train("--stage", "2", "--steps", "2", "--out", str(out), "--set", *sets) == 2
+
+
+def test_routing_consistency_term_is_logged_when_weighted(tmp_path):
+    out = tmp_path / "route"
+    assert train("--steps", "3", "--out", str(out), "--set", "model.route_alpha=1.0", "data.val_images=0") == 0
+    last = json.loads((out / "summary.json").read_text())["last"]
+    assert last["route"] > 0 and last["loss"] > last["l1"] + last["hc"]
+
+
+def test_killing_a_cpu_ranks_run_ends_its_ranks(tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "slerir_core.cli", "train", "--config", "tiny-synthetic", "--steps", "100000"]
+    sets = ["train.cpu_processes=2", "data.val_images=0", "train.stage1.batch_size=2"]
+    launcher = subprocess.Popen([*cmd, "--out", str(out), "--set", *sets], stderr=subprocess.PIPE, text=True)
+    try:
+        for line in launcher.stderr:  # the first progress line: both ranks are training
+            if "stage 1:" in line:
+                break
+        ranks = [int(p) for p in subprocess.check_output(["pgrep", "-P", str(launcher.pid)], text=True).split()]
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() for pid in ranks) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # Zombies (ended, not yet reaped) have no status line other than Z.
+        alive = [
+            pid for pid in ranks if Path(f"/proc/{pid}").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
+        ]
+        assert not alive, f"ranks {alive} outlived their launcher"
+    finally:
+        launcher.kill()
+
+
+def test_resuming_with_another_logged_term_keeps_one_csv_header(tmp_path):
+    out = tmp_path / "resumed"
+    quick = ["data.val_images=0", "train.stage1.batch_size=2"]
+    assert train("--steps", "4", "--stop-at", "2", "--out", str(out), "--set", *quick) == 0
+    assert train("--steps", "4", "--resume", "--out", str(out), "--set", *quick, "model.route_alpha=1.0") == 0
+    with (out / "train_log.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert [r["route"] == "" for r in rows] == [True, True, False, False]
+    assert all(float(r["lr"]) < 0.01 for r in rows)  # every value under its own column
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 half a zip", b"\x80\x04random"])
+def test_a_broken_checkpoint_is_one_line_and_exit_two(tmp_path, capsys, content):
+    out = tmp_path / "broken"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(content)
+    assert train("--steps", "2", "--resume", "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checkpoint.pt" in err and ("empty" in err or "corrupt" in err)
+
+
+@pytest.mark.parametrize(("args", "message"), [(["--steps", "0"], "steps must be >= 1"), (["--device", "mps"], "mps")])
+def test_unusable_requests_are_one_line_and_exit_two(tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    assert train(*args, "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and not out.exists()

@@ -1,0 +1,100 @@
+"""Training and inference speed of the compact model on this machine's CPU: issue 10's baseline next to the default.
+
+Training rows run ``slerir train`` itself (data pipeline, losses, centre updates, optimiser) on
+``compact-synthetic-cpu`` for a few steps each, and read the crops per second of every step from its
+``train_log.csv`` (median over the steps after the first few). All rows are measured in one run, in interleaved
+rounds, so that load from other processes falls on every row alike: compare the ratios, not the absolute
+figures. Each row changes one lever on top of the one before:
+
+* baseline: what issue 10 measured: one process (two torch threads), fp32, every soft-routing expert runs,
+  8 crops of 64² a step;
+* + bf16 autocast (where the CPU has native bf16);
+* + skip experts under 2 % probability (``model.soft_skip``);
+* default: + two single-threaded processes of 4 crops (``train.cpu_processes: 0``), i.e. the config as shipped;
+* for the routing choice: the default with gradients to every expert (``soft_gradients: all``).
+
+The inference row times ``Restorer.restore`` of a 512² RGB image (plan included, model load excluded), the
+median of a few calls, with the compact model (shipped weights when present, else untrained: the time is the
+same).
+
+    python benchmarks/train_speed.py                 # about 8 minutes on 2 cores
+    python benchmarks/train_speed.py --steps 40 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASE = ["train.cpu_processes=1", "train.amp=none", "model.soft_skip=0.0", "train.stage1.batch_size=8"]
+ROWS: dict[str, list[str]] = {
+    "baseline (1 process × 2 threads, fp32, all experts)": BASE,
+    "+ bf16 autocast": [*BASE[:1], "train.amp=auto", *BASE[2:]],
+    "+ skip experts < 2 %": [*BASE[:1], "train.amp=auto", "train.stage1.batch_size=8"],
+    "default (+ 2 processes × 1 thread, 4 crops each)": [],
+    "default, but every expert learns (soft_gradients: all)": ["model.soft_gradients=all"],
+}
+COMMON = ["data.val_images=0", "train.log_every=1", "train.checkpoint_every=100000", "train.stage1.warmup_steps=1"]
+
+
+def train_rate(overrides: list[str], steps: int, skip: int) -> float:
+    """Median crops per second of one short ``slerir train`` run with these overrides."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "slerir_core.cli", "train", "--config", "compact-synthetic-cpu", "--steps"]
+        cmd += [str(steps), "--out", out, "--set", *COMMON, *overrides]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with (Path(out) / "train_log.csv").open() as fh:
+            rates = [float(row["img_per_s"]) for row in csv.DictReader(fh)]
+    return statistics.median(rates[skip:])
+
+
+def inference_seconds(repeats: int) -> float:
+    """Median seconds of restoring a 512² RGB image with the compact model, load excluded."""
+    import numpy as np
+
+    from slerir_core.restore import Restorer
+
+    restorer = Restorer.from_pretrained(device="cpu")
+    image = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    restorer.restore(image)  # warm-up: allocator, oneDNN primitives
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        restorer.restore(image)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30, help="steps per training run")
+    parser.add_argument("--skip", type=int, default=5, help="first steps left out of the median (warm-up)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all rows")
+    parser.add_argument("--repeats", type=int, default=5, help="inference calls timed")
+    args = parser.parse_args(argv)
+
+    rates: dict[str, list[float]] = {name: [] for name in ROWS}
+    for _ in range(args.rounds):
+        for name, overrides in ROWS.items():
+            rates[name].append(train_rate(overrides, args.steps, args.skip))
+    base = statistics.median(rates["baseline (1 process × 2 threads, fp32, all experts)"])
+    print(f"slerir train, compact-synthetic-cpu stage 1, 8 crops of 64² per step ({os.cpu_count()} CPUs)")
+    width = max(map(len, ROWS))
+    print(f"{'':<{width}}  crops/s  ratio  (rounds: crops/s)")
+    for name, values in rates.items():
+        rate = statistics.median(values)
+        print(f"{name:<{width}}  {rate:7.2f}  {rate / base:5.2f}  ({', '.join(f'{v:.2f}' for v in values)})")
+    seconds = inference_seconds(args.repeats)
+    what = "compact, 512² RGB uint8, plan + restore, load excluded"
+    print(f"\ninference: {what}: {seconds:.2f} s (median of {args.repeats})")
+
+
+if __name__ == "__main__":
+    main()
