@@ -421,7 +421,9 @@ def _rewrite_csv(path: Path, fields: list[str] | None = None, keep: Any = None) 
         fields = fields or list(reader.fieldnames or [])
     with path.open("w", newline="") as fh:
         if rows or fields:
-            writer = csv.DictWriter(fh, fieldnames=fields, restval="")
+            # extrasaction: a row longer than its header (a log written by an older version) loses the surplus
+            # instead of stopping the run.
+            writer = csv.DictWriter(fh, fieldnames=fields, restval="", extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 

@@ -319,3 +319,12 @@ def test_unusable_requests_are_one_line_and_exit_two(tmp_path, capsys, args, mes
     assert train(*args, "--out", str(out)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and not out.exists()
+
+
+def test_a_log_with_rows_longer_than_its_header_is_truncated_not_fatal(tmp_path):
+    from training.train import _truncate_csv
+
+    log = tmp_path / "train_log.csv"
+    log.write_text("step,loss\n1,0.5\n2,0.4,0.9\n3,0.3\n")
+    _truncate_csv(log, 2)
+    assert log.read_text().splitlines() == ["step,loss", "1,0.5", "2,0.4"]
