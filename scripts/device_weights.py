@@ -41,11 +41,10 @@ def pack(run: Path, dest: Path, limit: int) -> str:
         if exported.stat().st_size <= limit:
             shutil.copyfile(exported, dest)
             return f"{dest.name}: the run's export, {dest.stat().st_size / MIB:.1f} MiB, as exported"
-        from slerir_core.checkpoint import load_model, read_metadata
+        from slerir_core.checkpoint import export_weights
 
-        meta = {k: v for k, v in read_metadata(exported).items() if k not in ("format", "config")}
-        dtype = _save_small(load_model(exported), dest, limit, meta)
-        source = "the run's export"
+        export_weights(exported, dest)  # fp32 is over the limit: fp16, metadata kept
+        dtype, source = "fp16", "the run's export"
     elif checkpoint.is_file():
         from slerir_core.model import SLERIR
         from training.config import load_experiment

@@ -95,10 +95,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return device
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (oneDNN's check); without it bf16 is emulated and slower."""
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively: CUDA, or a CPU with AVX-512 BF16 or AMX (oneDNN's check);
+    elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return True
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
@@ -314,8 +317,7 @@ class Restorer:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.model.routing = "hard"
-        native_bf16 = self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_bf16())
-        self.autocast = native_bf16 if autocast is None else autocast
+        self.autocast = native_bf16(self.device) if autocast is None else autocast
         self.weights = weights
         self.untrained = untrained
 

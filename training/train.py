@@ -48,7 +48,7 @@ from slerir_core.checkpoint import save_weights
 from slerir_core.config import STAGES
 from slerir_core.losses import hyperspherical_contrastive_loss, restoration_loss, routing_consistency_loss
 from slerir_core.model import SLERIR
-from slerir_core.restore import cpu_has_bf16, resolve_device
+from slerir_core.restore import native_bf16, resolve_device
 from training.config import ExperimentConfig, StageConfig, load_experiment, with_overrides
 from training.datasets import StreamSampler, TrainStream, build_train_dataset
 
@@ -525,7 +525,7 @@ def autocast_enabled(amp: str, device: torch.device) -> bool:
     """bf16 autocast by default on CUDA and on CPUs with native bf16 arithmetic (AVX-512 BF16 or AMX)."""
     if amp != "auto":
         return amp == "bf16"
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+    return native_bf16(device)
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from slerir_core.restore import (
     Restorer,
     TileGrid,
     blend_weights,
-    cpu_has_bf16,
+    native_bf16,
     planning_view,
     resolve_device,
     tile_spans,
@@ -435,8 +435,7 @@ def test_device_resolution():
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("gpu")
     restorer = Restorer(SLERIR(load_config("tiny")))
-    native = restorer.device.type == "cuda" or cpu_has_bf16()
-    assert restorer.autocast == native  # bf16 where the hardware computes it natively
+    assert restorer.autocast == native_bf16(restorer.device)  # bf16 where the hardware computes it natively
     assert not Restorer(SLERIR(load_config("tiny")), autocast=False).autocast
 
 
