@@ -46,7 +46,8 @@ def child(args: argparse.Namespace) -> None:
     """Restore one image and print one JSON line with the figures."""
     import torch
 
-    from slerir_core.restore import Restorer, TileGrid
+    from slerir_core.restore import Restorer
+    from slerir_core.tiling import TileGrid
 
     torch.set_num_threads(args.threads)
     with warnings.catch_warnings():

@@ -19,6 +19,12 @@ import os
 
 import torch
 
+GRID_AXIS_LIMIT = 65535
+"""CUDA's cap on launch grid axes 1 and 2: the kernels put (sample, head) pairs or samples there."""
+MAX_HEAD_CHANNELS = 128
+"""Widest attention head the fused kernel holds (C_h x C_h, padded to a power of two, in registers and
+shared memory); the model has 48 and 96."""
+
 _state: dict[str, bool | None] = {"reference": False, "debug": False, "triton": None}
 
 

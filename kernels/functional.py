@@ -10,12 +10,11 @@ from __future__ import annotations
 import torch
 
 from kernels import _dispatch
+from kernels._dispatch import GRID_AXIS_LIMIT, MAX_HEAD_CHANNELS
 from kernels.reference import routed_depthwise3x3_ref, routed_pointwise_ref, transposed_attention_ref
 
-# The fused kernel holds C_h x C_h matrices (padded to a power of two) in registers and shared memory: up to
-# 128 (the model has 48 and 96). Wider heads, more than 65535 (sample, head) pairs (samples for the routed
-# ops) or dtypes other than fp32, bf16 and fp16 (float64 for gradcheck, say) take the reference.
-TRITON_MAX_HEAD_CHANNELS = 128
+# Heads wider than MAX_HEAD_CHANNELS, more (sample, head) pairs (samples for the routed ops) than a grid axis
+# holds, or dtypes other than fp32, bf16 and fp16 (float64 for gradcheck, say) take the reference.
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -41,7 +40,7 @@ def transposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temp
     Returns:
         (B, heads, C_h, N) in the common dtype of q, k and v.
     """
-    fits = q.dim() == 4 and q.shape[2] <= TRITON_MAX_HEAD_CHANNELS and q.shape[0] * q.shape[1] <= 65535
+    fits = q.dim() == 4 and q.shape[2] <= MAX_HEAD_CHANNELS and q.shape[0] * q.shape[1] <= GRID_AXIS_LIMIT
     fits = fits and _kernel_dtypes(q, k, v, temperature)
     if fits and _dispatch.use_triton(q):
         from kernels.ops.transposed_attention import transposed_attention_triton
@@ -64,7 +63,7 @@ def routed_pointwise(
     Returns:
         (B, C_out, N) (or (B, C_out, *spatial)) in x's dtype.
     """
-    if x.dim() >= 2 and x.shape[0] <= 65535 and _kernel_dtypes(x, weight, bias) and _dispatch.use_triton(x):
+    if x.dim() >= 2 and x.shape[0] <= GRID_AXIS_LIMIT and _kernel_dtypes(x, weight, bias) and _dispatch.use_triton(x):
         from kernels.ops.routed import routed_pointwise_triton
 
         return routed_pointwise_triton(x, weight, expert_index, bias)

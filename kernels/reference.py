@@ -83,24 +83,25 @@ def check_routed_args(
         raise ValueError(f"bias must be (E, C_out) = ({weight.shape[0]}, {c_out}), got {tuple(bias.shape)}")
 
 
+def check_pointwise_args(
+    x: torch.Tensor, weight: torch.Tensor, expert_index: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """Check the arguments of a routed 1x1 convolution; returns the weights as (E, C_out, C_in)."""
+    weight = expert_pointwise_weights(weight)
+    check_routed_args(x, weight, expert_index, bias, weight.shape[1])
+    if weight.shape[2] != x.shape[1]:
+        raise ValueError(f"weight expects C_in = {weight.shape[2]} channels, x has {x.shape[1]}")
+    return weight
+
+
 def routed_pointwise_ref(
     x: torch.Tensor, weight: torch.Tensor, expert_index: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Per-sample expert 1x1 convolution: ``y[b] = weight[expert_index[b]] @ x[b] (+ bias[expert_index[b]])``.
 
-    Args:
-        x: (B, C_in, N) features, or (B, C_in, *spatial).
-        weight: (E, C_out, C_in) expert weights (or stacked conv weights (E, C_out, C_in, 1, 1)).
-        expert_index: (B,) int64 expert of each sample.
-        bias: optional (E, C_out) expert biases.
-
-    Returns:
-        (B, C_out, N) (or (B, C_out, *spatial)) in x's dtype; the weights are cast to it, as autocast does.
+    Same contract as ``kernels.routed_pointwise``; the weights are cast to x's dtype, as autocast does.
     """
-    weight = expert_pointwise_weights(weight)
-    check_routed_args(x, weight, expert_index, bias, weight.shape[1])
-    if weight.shape[2] != x.shape[1]:
-        raise ValueError(f"weight expects C_in = {weight.shape[2]} channels, x has {x.shape[1]}")
+    weight = check_pointwise_args(x, weight, expert_index, bias)
     b, c_in = x.shape[:2]
     index = expert_index.long()
     y = torch.bmm(weight[index].to(x.dtype), x.reshape(b, c_in, -1))

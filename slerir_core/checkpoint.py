@@ -10,14 +10,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from slerir_core.atomic import atomic_write
-from slerir_core.config import ConfigError, load_config
+from slerir_core.config import load_config
+from slerir_core.errors import ConfigError, WeightsError
 from slerir_core.model import SLERIR
 
 FORMAT = "slerir-weights-1"
-
-
-class WeightsError(ValueError):
-    """A weights file that is missing, unreadable or does not fit its config."""
 
 
 def save_weights(model: SLERIR, path: str | Path, dtype: torch.dtype | None = None, **metadata: str) -> Path:

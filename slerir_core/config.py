@@ -18,14 +18,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from slerir_core.errors import ConfigError
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 STAGES: tuple[str, ...] = ("enc1", "enc2", "enc3", "latent", "dec3", "dec2", "dec1", "refine")
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration file or mapping that cannot be used, with the reason."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class ExtractorConfig:
     kind: str = "clip"
 
     def __post_init__(self) -> None:
-        _check(self.kind in ("clip", "daclip"), "extractor kind must be 'clip' or 'daclip'")
+        require(self.kind in ("clip", "daclip"), "extractor kind must be 'clip' or 'daclip'")
 
 
 @dataclass(frozen=True)
@@ -59,10 +57,10 @@ class ClusteringConfig:
     repulsion: float = 0.05
 
     def __post_init__(self) -> None:
-        _check(self.bank_size >= 1 and self.sample_size >= 1, "bank_size and sample_size must be >= 1")
-        _check(0.0 <= self.momentum < 1.0, "momentum must be in [0, 1)")
-        _check(self.sinkhorn_iters >= 1 and self.sinkhorn_eps > 0, "sinkhorn_iters >= 1 and sinkhorn_eps > 0")
-        _check(self.repulsion >= 0, "repulsion must be >= 0")
+        require(self.bank_size >= 1 and self.sample_size >= 1, "bank_size and sample_size must be >= 1")
+        require(0.0 <= self.momentum < 1.0, "momentum must be in [0, 1)")
+        require(self.sinkhorn_iters >= 1 and self.sinkhorn_eps > 0, "sinkhorn_iters >= 1 and sinkhorn_eps > 0")
+        require(self.repulsion >= 0, "repulsion must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -127,38 +125,38 @@ class ModelConfig:
     overlap: int = 64
 
     def __post_init__(self) -> None:
-        _check(self.in_channels == 3, "in_channels must be 3 (grey and multi-channel data are mapped to RGB)")
-        _check(self.dim >= 2 and self.dim % 2 == 0, "dim must be even and >= 2 (the down-samplers halve it)")
-        _check(len(self.blocks) == 4 and all(b >= 1 for b in self.blocks), "blocks needs 4 entries >= 1")
-        _check(
+        require(self.in_channels == 3, "in_channels must be 3 (grey and multi-channel data are mapped to RGB)")
+        require(self.dim >= 2 and self.dim % 2 == 0, "dim must be even and >= 2 (the down-samplers halve it)")
+        require(len(self.blocks) == 4 and all(b >= 1 for b in self.blocks), "blocks needs 4 entries >= 1")
+        require(
             len(self.decoder_blocks) == 3 and all(b >= 1 for b in self.decoder_blocks),
             "decoder_blocks needs 3 entries >= 1",
         )
-        _check(self.refine_blocks >= 1, "refine_blocks must be >= 1")
-        _check(len(self.heads) == 4 and all(h >= 1 for h in self.heads), "heads needs 4 entries >= 1")
+        require(self.refine_blocks >= 1, "refine_blocks must be >= 1")
+        require(len(self.heads) == 4 and all(h >= 1 for h in self.heads), "heads needs 4 entries >= 1")
         for level, heads in enumerate(self.heads):
-            _check(
+            require(
                 (self.dim * 2**level) % heads == 0,
                 f"level {level + 1} has {self.dim * 2**level} channels, not divisible by {heads} heads",
             )
-        _check((2 * self.dim) % self.heads[0] == 0, "dec1/refine channels must be divisible by heads[0]")
-        _check(self.ffn_factor > 0, "ffn_factor must be > 0")
-        _check(self.layernorm in ("with_bias", "bias_free"), "layernorm must be 'with_bias' or 'bias_free'")
-        _check(self.num_experts >= 1, "num_experts must be >= 1")
-        _check(self.routing_dim >= 2 and self.router_hidden >= 1, "routing_dim >= 2 and router_hidden >= 1")
-        _check(self.router_temperature > 0, "router_temperature must be > 0")
-        _check(self.soft_gradients in ("argmax", "all"), "soft_gradients must be 'argmax' or 'all'")
-        _check(0.0 <= self.soft_skip < 1.0, "soft_skip must be in [0, 1)")
-        _check(self.hc_margin >= 0 and self.hc_alpha >= 0, "hc_margin and hc_alpha must be >= 0")
-        _check(self.route_alpha >= 0, "route_alpha must be >= 0")
-        _check(
+        require((2 * self.dim) % self.heads[0] == 0, "dec1/refine channels must be divisible by heads[0]")
+        require(self.ffn_factor > 0, "ffn_factor must be > 0")
+        require(self.layernorm in ("with_bias", "bias_free"), "layernorm must be 'with_bias' or 'bias_free'")
+        require(self.num_experts >= 1, "num_experts must be >= 1")
+        require(self.routing_dim >= 2 and self.router_hidden >= 1, "routing_dim >= 2 and router_hidden >= 1")
+        require(self.router_temperature > 0, "router_temperature must be > 0")
+        require(self.soft_gradients in ("argmax", "all"), "soft_gradients must be 'argmax' or 'all'")
+        require(0.0 <= self.soft_skip < 1.0, "soft_skip must be in [0, 1)")
+        require(self.hc_margin >= 0 and self.hc_alpha >= 0, "hc_margin and hc_alpha must be >= 0")
+        require(self.route_alpha >= 0, "route_alpha must be >= 0")
+        require(
             self.prior_dim >= 1 and self.prior_dim % self.prior_heads == 0,
             "prior_dim must be a positive multiple of prior_heads",
         )
-        _check(self.crop_grid >= 1, "crop_grid must be >= 1")
-        _check(len(set(self.tasks)) == len(self.tasks), "tasks must be distinct")
-        _check(self.tile >= 16 and self.tile % 8 == 0, "tile must be a multiple of 8, at least 16")
-        _check(0 <= self.overlap < self.tile // 2, "overlap must be in [0, tile / 2)")
+        require(self.crop_grid >= 1, "crop_grid must be >= 1")
+        require(len(set(self.tasks)) == len(self.tasks), "tasks must be distinct")
+        require(self.tile >= 16 and self.tile % 8 == 0, "tile must be a multiple of 8, at least 16")
+        require(0 <= self.overlap < self.tile // 2, "overlap must be in [0, tile / 2)")
 
     @property
     def stage_channels(self) -> tuple[int, ...]:
@@ -182,7 +180,8 @@ class ModelConfig:
         return _to_plain(self)
 
 
-def _check(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
+    """Raise ``ConfigError(message)`` unless ``ok``: the one check every config field goes through."""
     if not ok:
         raise ConfigError(message)
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from slerir_core.atomic import atomic_write
+from slerir_core.errors import ImageError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -48,8 +49,9 @@ DEFAULT_MAX_PIXELS = 178_956_970
 """Largest PNG or JPEG (width × height) read unless raised: Pillow's decompression-bomb threshold."""
 
 
-class ImageError(ValueError):
-    """An array or file that cannot be restored, with the reason."""
+def is_dask(array: Any) -> bool:
+    """True for a dask array (checked without importing dask, which is optional)."""
+    return type(array).__module__.startswith("dask.") and hasattr(array, "chunks")
 
 
 # -- axes and channels ------------------------------------------------------------------------------

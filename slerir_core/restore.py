@@ -4,14 +4,14 @@ How an image is restored (DESIGN.md, "The data path"):
 
 1. ``Restorer.plan`` analyses a whole 2-D image once: routes for the eight stages, routing probabilities,
    the degradation map of the 4x4 crops, the task label when the model has task prototypes, and the
-   GLGF prior. Images larger than ``PLAN_SIDE`` are first block-averaged down to it, strip by strip (the
-   extractors see 32-224 px views anyway), so planning a 4k image never holds a float copy of it.
+   GLGF prior. Images larger than ``tiling.PLAN_SIDE`` are first block-averaged down to it, strip by strip
+   (the extractors see 32-224 px views anyway), so planning a 4k image never holds a float copy of it.
 2. ``Restorer.restore`` runs the backbone on overlapping tiles with those routes, each tile reading the
    matching crop of the prior (``box`` in whole-image fractions). Tiles are blended with separable
-   raised-cosine ramps over their overlaps, normalised per axis by the ramps' sum, so the weights of any
-   pixel add up to one and no seam shows. Rows of tiles are accumulated in a float32 band a couple of
-   tiles high and written out (rounded, clipped, cast) as soon as no later tile touches them: beyond the
-   input and output arrays, memory does not grow with the image.
+   raised-cosine ramps over their overlaps (``slerir_core.tiling``), normalised per axis by the ramps' sum,
+   so the weights of any pixel add up to one and no seam shows. Rows of tiles are accumulated in a float32
+   band a couple of tiles high and written out (rounded, clipped, cast) as soon as no later tile touches
+   them: beyond the input and output arrays, memory does not grow with the image.
 3. Stacks (any leading axes: T, Z, ...) are restored one 2-D image at a time; channels that are not RGB
    are restored one by one as grey (``slerir_core.io.Layout``). ``plan_per="slice"`` plans every 2-D
    image; ``plan_per="stack"`` plans once per channel group on the *middle slice* and shares that plan.
@@ -48,14 +48,15 @@ import torch
 
 from slerir_core.checkpoint import load_model
 from slerir_core.config import STAGES, ModelConfig, load_config
-from slerir_core.io import MIN_SIDE, ImageError, Layout, Scaling, make_layout, to_array
+from slerir_core.errors import ImageError
+from slerir_core.io import MIN_SIDE, Layout, Scaling, is_dask, make_layout, to_array
 from slerir_core.model import SLERIR
-from slerir_core.model.slerir import check_routes as route_tensor
+from slerir_core.model.slerir import routes_tensor
+from slerir_core.tiling import TileGrid, chunk_reach, meets, merge_chunks, middle_index, planning_view
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "slerir-compact.safetensors"
 DEFAULT_CONFIG = "compact"
 PLAN_PER = ("slice", "stack")
-PLAN_SIDE = 1024  # longest side of the view the plan is computed on
 MIN_TILE = 64
 """The smallest tile (besides 0, no tiling). Every tile is a whole pass of the network, hundreds of small
 operations with a fixed cost each: on one CPU thread a 16-px tile took 33 ms against 90 ms for a 64-px one
@@ -118,7 +119,7 @@ def check_routes(routes: Sequence[int], num_experts: int) -> list[int]:
     routes = [_integer("each route", r) for r in routes]
     if len(routes) != len(STAGES):
         raise ValueError(f"routes need {len(STAGES)} expert indices ({', '.join(STAGES)}), got {len(routes)}: {routes}")
-    return route_tensor(routes, 1, num_experts)[0].tolist()
+    return routes_tensor(routes, 1, num_experts)[0].tolist()
 
 
 def _integer(what: str, value: Any) -> int:
@@ -197,90 +198,43 @@ class Plan:
         }
 
 
-# -- tiling -------------------------------------------------------------------------------------------
-
-
-def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """Start and stop of the fewest tiles of size ``tile`` covering ``length`` with overlaps >= ``overlap``.
-
-    Tiles are spread evenly, so the overlaps are equal (give or take a pixel) instead of one thin last
-    tile; ``tile=0`` or a short axis gives a single span.
-    """
-    if tile <= 0 or length <= tile:
-        return [(0, length)]
-    count = math.ceil((length - overlap) / (tile - overlap))
-    step = (length - tile) / (count - 1)
-    return [(round(i * step), round(i * step) + tile) for i in range(count)]
-
-
-def ramp(n: int) -> np.ndarray:
-    """Raised cosine rising over ``n`` samples, strictly inside (0, 1); ``ramp(n) + ramp(n)[::-1] == 1``."""
-    return (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
-
-
-def blend_weights(spans: Sequence[tuple[int, int]], length: int) -> list[np.ndarray]:
-    """Per span, 1-D weights that ramp over the overlaps with its neighbours and, summed over spans, give 1.
-
-    A tile's edges, where its convolutions and attention saw the least context, get the least weight.
-    """
-    weights = []
-    for i, (start, stop) in enumerate(spans):
-        w = np.ones(stop - start, np.float32)
-        if i > 0:
-            n = min(spans[i - 1][1] - start, (stop - start) // 2)
-            w[:n] *= ramp(n)
-        if i + 1 < len(spans):
-            n = min(stop - spans[i + 1][0], (stop - start) // 2)
-            w[len(w) - n :] *= ramp(n)[::-1]
-        weights.append(w)
-    total = np.zeros(length, np.float32)
-    for (start, stop), w in zip(spans, weights, strict=True):
-        total[start:stop] += w
-    return [w / total[start:stop] for (start, stop), w in zip(spans, weights, strict=True)]
-
-
 @dataclass(frozen=True)
-class TileGrid:
-    """Rows and columns of tiles over an image, with their normalised blending weights.
+class RestoreOptions:
+    """How ``Restorer.restore`` runs: one object for a whole batch, validated by ``Restorer.resolve_options``.
 
-    The 2-D weight of tile (i, j) is ``row_weights[i][:, None] * col_weights[j][None, :]``; since each
-    axis' weights sum to one, so do the tiles' weights at every pixel.
+    Attributes:
+        plan: use this plan for every 2-D image instead of planning.
+        routes: 8 integer expert indices overriding the plan's routes.
+        tile: tile size in pixels, at least ``MIN_TILE``; ``None`` uses the config's, ``0`` restores each
+            image in one piece.
+        overlap: overlap of neighbouring tiles; ``None`` uses the config's (at most a quarter tile).
+        axes: one letter per dimension, e.g. ``"TZYX"``, ``"ZYXC"``, ``"CYX"``; inferred for up to 4-D
+            (``slerir_core.io.infer_axes``: a (3, H, W) array is three slices, with a warning).
+        plan_per: ``"slice"`` plans every 2-D image, ``"stack"`` plans each channel group once, on the
+            middle slice, and shares it. A dask array is always planned as ``"stack"`` (its chunks are
+            restored independently, so they must share their plans).
+        channels: ``"auto"`` (uint8 with 3 or 4 channels on the last axis is RGB or RGBA, every other
+            multichannel image is restored one channel at a time), ``"rgb"`` (3 channels RGB, 4 RGBA)
+            or ``"grey"`` (one channel at a time). Pass ``"rgb"`` for a float or 16-bit colour picture.
+        progress: called with ``(done, total)`` tiles.
+        on_plan: called with ``(what it applies to, plan)`` for each plan used, e.g. for reports.
     """
 
-    rows: tuple[tuple[int, int], ...]
-    cols: tuple[tuple[int, int], ...]
-    row_weights: tuple[np.ndarray, ...]
-    col_weights: tuple[np.ndarray, ...]
+    plan: Plan | None = None
+    routes: Sequence[int] | None = None
+    tile: int | None = None
+    overlap: int | None = None
+    axes: str | None = None
+    plan_per: str = "slice"
+    channels: str = "auto"
+    progress: Progress | None = None
+    on_plan: OnPlan | None = None
 
-    @classmethod
-    def build(cls, height: int, width: int, tile: int, overlap: int) -> TileGrid:
-        """The grid for an image of ``height`` x ``width`` (``tile=0``: one tile, the whole image)."""
-        rows, cols = tile_spans(height, tile, overlap), tile_spans(width, tile, overlap)
-        return cls(tuple(rows), tuple(cols), tuple(blend_weights(rows, height)), tuple(blend_weights(cols, width)))
-
-    def __len__(self) -> int:
-        """Number of tiles."""
-        return len(self.rows) * len(self.cols)
-
-    @property
-    def height(self) -> int:
-        """Height of the image the grid covers (its last row of tiles ends there)."""
-        return self.rows[-1][1]
-
-    @property
-    def width(self) -> int:
-        """Width of the image the grid covers."""
-        return self.cols[-1][1]
-
-
-def middle_index(shape: Sequence[int]) -> tuple[int, ...]:
-    """Index of the middle element along each axis (the middle slice of a stack)."""
-    return tuple(n // 2 for n in shape)
-
-
-def is_dask(array: Any) -> bool:
-    """True for a dask array (checked without importing dask)."""
-    return type(array).__module__.startswith("dask.") and hasattr(array, "chunks")
+    def report(self, done: int, total: int) -> tuple[int, int]:
+        """Tell ``progress`` (if any) how far the job is; returns ``(done, total)`` for a generator to yield."""
+        if self.progress is not None:
+            self.progress(done, total)
+        return done, total
 
 
 # -- the restorer -------------------------------------------------------------------------------------
@@ -338,7 +292,7 @@ class Restorer:
                 such as ``"tiny"``, a YAML path or a ``ModelConfig``) instead of loading the shipped weights.
 
         Raises:
-            slerir_core.checkpoint.WeightsError: a missing, corrupt or mismatched weights file.
+            slerir_core.errors.WeightsError: a missing, corrupt or mismatched weights file.
             ValueError: both a weights file and a config (the file holds its own config).
         """
         if path is not None and config is not None:
@@ -400,10 +354,10 @@ class Restorer:
         """
         layout, canon, scaling = self._prepare(image, axes, channels)
         index, group = middle_index(layout.stack_shape), len(layout.groups) // 2
-        return self._plan_plane(canon[index], scaling, layout.groups[group], layout.describe(index, group))
+        return self.plan_plane(canon[index], scaling, layout.groups[group], layout.describe(index, group))
 
     @torch.inference_mode()
-    def _plan_plane(self, plane: Any, scaling: Scaling, group: tuple[int, int], source: str) -> Plan:
+    def plan_plane(self, plane: Any, scaling: Scaling, group: tuple[int, int], source: str) -> Plan:
         """Plan one 2-D image ``plane`` (canonical ``(Y, X, C)``, numpy or dask) from channels ``group``."""
         x = planning_view(plane, scaling, group)
         tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(self.device)
@@ -439,19 +393,7 @@ class Restorer:
 
     # -- restoration ----------------------------------------------------------------------------------
 
-    def restore(
-        self,
-        image: Any,
-        plan: Plan | None = None,
-        routes: Sequence[int] | None = None,
-        tile: int | None = None,
-        overlap: int | None = None,
-        progress: Progress | None = None,
-        axes: str | None = None,
-        plan_per: str = "slice",
-        channels: str = "auto",
-        on_plan: OnPlan | None = None,
-    ) -> Any:
+    def restore(self, image: Any, options: RestoreOptions | None = None, **fields: Any) -> Any:
         """Restore an image or a stack; returns an array of the same shape and dtype.
 
         Args:
@@ -459,28 +401,16 @@ class Restorer:
                 alpha untouched, multi-channel, stacks with any leading axes), uint8, uint16 (or other
                 integers) or float; a dask array gives a lazy dask array back (restored chunk by chunk with
                 one shared plan, value for value as ``plan_per="stack"`` restores it in memory).
-            plan: use this plan for every 2-D image instead of planning.
-            routes: 8 integer expert indices overriding the plan's routes.
-            tile: tile size in pixels, at least ``MIN_TILE``; ``None`` uses the config's, ``0`` restores each
-                image in one piece.
-            overlap: overlap of neighbouring tiles; ``None`` uses the config's (at most a quarter tile).
-            progress: called with ``(done, total)`` tiles.
-            axes: one letter per dimension, e.g. ``"TZYX"``, ``"ZYXC"``, ``"CYX"``; inferred for up to 4-D
-                (``slerir_core.io.infer_axes``: a (3, H, W) array is three slices, with a warning).
-            plan_per: ``"slice"`` plans every 2-D image, ``"stack"`` plans each channel group once, on the
-                middle slice, and shares it. A dask array is always planned as ``"stack"`` (its chunks are
-                restored independently, so they must share their plans).
-            channels: ``"auto"`` (uint8 with 3 or 4 channels on the last axis is RGB or RGBA, every other
-                multichannel image is restored one channel at a time), ``"rgb"`` (3 channels RGB, 4 RGBA)
-                or ``"grey"`` (one channel at a time). Pass ``"rgb"`` for a float or 16-bit colour picture.
-            on_plan: called with ``(what it applies to, plan)`` for each plan used, e.g. for reports.
+            options: how to restore (``RestoreOptions``); reuse one for a batch of images.
+            **fields: ``RestoreOptions`` fields that replace those of ``options``, e.g. ``tile=256``,
+                ``axes="ZYX"``, ``routes=[...]``, ``plan=plan``.
 
         Raises:
-            TypeError: routes, tile or overlap that are not integers.
+            TypeError: routes, tile or overlap that are not integers; an unknown option.
             ValueError: bad routes, tile, axes, channels or plan_per; empty, ragged or non-finite images,
                 tensors that require grad, and a network whose output is not finite (``ImageError``).
         """
-        steps = self.restore_steps(image, plan, routes, tile, overlap, progress, axes, plan_per, channels, on_plan)
+        steps = self.restore_steps(image, options, **fields)
         while True:
             try:
                 next(steps)
@@ -488,80 +418,67 @@ class Restorer:
                 return stop.value
 
     def restore_steps(
-        self,
-        image: Any,
-        plan: Plan | None = None,
-        routes: Sequence[int] | None = None,
-        tile: int | None = None,
-        overlap: int | None = None,
-        progress: Progress | None = None,
-        axes: str | None = None,
-        plan_per: str = "slice",
-        channels: str = "auto",
-        on_plan: OnPlan | None = None,
+        self, image: Any, options: RestoreOptions | None = None, **fields: Any
     ) -> Generator[tuple[int, int], None, Any]:
         """``restore`` as a generator: yields ``(done, total)`` tiles and returns the restored array.
 
         Stop iterating to cancel between tiles (e.g. in a napari ``thread_worker``). The first yield is
         ``(0, total)``, before any work. A dask input yields nothing and returns the lazy result.
         """
-        routes, tile, overlap = self.resolve_options(routes, tile, overlap, plan_per)
+        opts = self.resolve_options(options, **fields)
         if is_dask(image):
-            return self._restore_lazy(image, plan, routes, tile, overlap, axes, channels, on_plan)
+            return self._restore_lazy(image, opts)
         array = to_array(image)
-        layout, canon, scaling = self._prepare(array, axes, channels)
+        layout, canon, scaling = self._prepare(array, opts.axes, opts.channels)
         out = np.empty(array.shape, array.dtype)
         out_canon = layout.canonical(out)
-        grid = TileGrid.build(layout.height, layout.width, tile, overlap)
+        grid = TileGrid.build(layout.height, layout.width, opts.tile, opts.overlap)
         total = math.prod(layout.stack_shape) * len(layout.groups) * len(grid)
         done = 0
-        yield _report(progress, done, total)
-        plans = _PlanChooser(self, layout, canon, scaling, plan, routes, plan_per, on_plan)
+        yield opts.report(done, total)
+        plans = _PlanChooser(self, layout, canon, scaling, opts)
         whole = (0, 0, layout.height, layout.width)
         for index in np.ndindex(layout.stack_shape):
             for g, group in enumerate(layout.groups):
                 unit_plan = plans.get(index, g)
-                for _ in self._restore_region_steps(
+                for _ in self.restore_region_steps(
                     canon[index], (0, 0), out_canon[index], whole, scaling, group, unit_plan, grid
                 ):
                     done += 1
-                    yield _report(progress, done, total)
+                    yield opts.report(done, total)
             for c in layout.passthrough:
                 out_canon[index][..., c] = canon[index][..., c]
         return out
 
-    def resolve_options(
-        self,
-        routes: Sequence[int] | None = None,
-        tile: int | None = None,
-        overlap: int | None = None,
-        plan_per: str = "slice",
-    ) -> tuple[list[int] | None, int, int]:
-        """Validate the options ``restore`` takes for any input, filling in the config's tile and overlap.
+    def resolve_options(self, options: RestoreOptions | None = None, **fields: Any) -> RestoreOptions:
+        """Validate options for this model, filling in the config's tile and overlap.
+
+        Args:
+            options, fields: as for ``restore``.
 
         Returns:
-            The routes (or None), tile and overlap that ``restore`` will use.
+            The options ``restore`` will use: routes a list (or None), tile and overlap integers.
 
         Raises:
-            TypeError: routes, tile or overlap that are not integers.
+            TypeError: routes, tile or overlap that are not integers; an unknown option.
             ValueError: naming the bad option.
         """
-        if plan_per not in PLAN_PER:
-            raise ValueError(f"plan_per must be one of {PLAN_PER}, not {plan_per!r}")
-        if routes is not None:
-            routes = check_routes(routes, self.config.num_experts)
-        tile = self.config.tile if tile is None else _integer("tile", tile)
+        opts = replace(options or RestoreOptions(), **fields)
+        if opts.plan_per not in PLAN_PER:
+            raise ValueError(f"plan_per must be one of {PLAN_PER}, not {opts.plan_per!r}")
+        routes = None if opts.routes is None else check_routes(opts.routes, self.config.num_experts)
+        tile = self.config.tile if opts.tile is None else _integer("tile", opts.tile)
         if tile != 0 and tile < MIN_TILE:
             raise ValueError(
                 f"tile must be 0 (no tiling) or at least {MIN_TILE} pixels, got {tile}: smaller tiles save no "
                 "memory worth having and multiply the time, since every tile is a whole pass of the network"
             )
         if tile == 0:
-            return routes, 0, 0  # one piece: nothing overlaps
-        overlap = min(self.config.overlap, tile // 4) if overlap is None else _integer("overlap", overlap)
+            return replace(opts, routes=routes, tile=0, overlap=0)  # one piece: nothing overlaps
+        overlap = min(self.config.overlap, tile // 4) if opts.overlap is None else _integer("overlap", opts.overlap)
         if not 0 <= overlap < tile / 2:
             raise ValueError(f"overlap must be in [0, tile / 2) = [0, {tile / 2:g}), got {overlap}")
-        return routes, tile, overlap
+        return replace(opts, routes=routes, tile=tile, overlap=overlap)
 
     def _prepare(self, image: Any, axes: str | None, channels: str) -> tuple[Layout, Any, Scaling]:
         """Layout, canonical ``(stack..., Y, X, C)`` view and value scaling of an input (validated)."""
@@ -576,7 +493,7 @@ class Restorer:
         canon = layout.canonical(image)
         return layout, canon, Scaling.fit(canon, layout)
 
-    def _restore_region_steps(
+    def restore_region_steps(
         self,
         source: np.ndarray,
         origin: tuple[int, int],
@@ -603,8 +520,8 @@ class Restorer:
         start, stop = group
         routes = torch.tensor([plan.routes], dtype=torch.long, device=self.device)
         prior = None if plan.prior is None else plan.prior.to(self.device)
-        rows = [(span, w) for span, w in zip(grid.rows, grid.row_weights, strict=True) if _meets(span, top, bottom)]
-        cols = [(span, w) for span, w in zip(grid.cols, grid.col_weights, strict=True) if _meets(span, left, right)]
+        rows = [(span, w) for span, w in zip(grid.rows, grid.row_weights, strict=True) if meets(span, top, bottom)]
+        cols = [(span, w) for span, w in zip(grid.cols, grid.col_weights, strict=True) if meets(span, left, right)]
         band = np.zeros((0, right - left, stop - start), np.float32)  # rows [band_top, band_top + len(band))
         band_top = top
         for i, ((y0, y1), wy) in enumerate(rows):
@@ -647,33 +564,27 @@ class Restorer:
 
     # -- dask -----------------------------------------------------------------------------------------
 
-    def _restore_lazy(
-        self,
-        array: Any,
-        plan: Plan | None,
-        routes: list[int] | None,
-        tile: int,
-        overlap: int,
-        axes: str | None,
-        channels: str,
-        on_plan: OnPlan | None,
-    ) -> Any:
+    def _restore_lazy(self, array: Any, opts: RestoreOptions) -> Any:
         """Lazy restoration of a dask array, chunk by chunk with overlap, one shared plan per channel group."""
-        layout, canon, scaling = self._prepare(array, axes, channels)
-        chooser = _PlanChooser(self, layout, canon, scaling, plan, routes, "stack", on_plan)
+        layout, canon, scaling = self._prepare(array, opts.axes, opts.channels)
+        chooser = _PlanChooser(self, layout, canon, scaling, replace(opts, plan_per="stack"))
         plans = [chooser.get(middle_index(layout.stack_shape), g) for g in range(len(layout.groups))]
-        grid = TileGrid.build(layout.height, layout.width, tile, overlap)
+        tile = opts.tile
+        grid = TileGrid.build(layout.height, layout.width, tile, opts.overlap)
         y_axis, x_axis = canon.ndim - 3, canon.ndim - 2
         # A chunk holds every channel of its pixels, and is at least a tile long so that the margin the
         # tiles touching it need (under a tile) fits in its neighbours, as map_overlap requires.
         canon = canon.rechunk(
             {
                 canon.ndim - 1: -1,
-                y_axis: _merge_chunks(canon.chunks[y_axis], tile or layout.height),
-                x_axis: _merge_chunks(canon.chunks[x_axis], tile or layout.width),
+                y_axis: merge_chunks(canon.chunks[y_axis], tile or layout.height),
+                x_axis: merge_chunks(canon.chunks[x_axis], tile or layout.width),
             }
         )
-        depth = {y_axis: _reach(canon.chunks[y_axis], grid.rows), x_axis: _reach(canon.chunks[x_axis], grid.cols)}
+        depth = {
+            y_axis: chunk_reach(canon.chunks[y_axis], grid.rows),
+            x_axis: chunk_reach(canon.chunks[x_axis], grid.cols),
+        }
         block = partial(_restore_block, self, plans, scaling, layout, grid, canon.chunks, depth)
         restored = canon.map_overlap(
             block, depth=depth, boundary="none", dtype=canon.dtype, meta=np.empty((0,) * canon.ndim, canon.dtype)
@@ -684,23 +595,14 @@ class Restorer:
 class _PlanChooser:
     """Hands out the plan of each 2-D image: the given one, one per channel group, or one per image."""
 
-    def __init__(
-        self,
-        restorer: Restorer,
-        layout: Layout,
-        canon: Any,
-        scaling: Scaling,
-        plan: Plan | None,
-        routes: list[int] | None,
-        plan_per: str,
-        on_plan: OnPlan | None,
-    ) -> None:
+    def __init__(self, restorer: Restorer, layout: Layout, canon: Any, scaling: Scaling, opts: RestoreOptions) -> None:
         self.restorer, self.layout, self.canon, self.scaling = restorer, layout, canon, scaling
+        plan, routes = opts.plan, opts.routes
         if plan is not None and routes is None:
             # A plan made by another model (more experts) would index past this model's experts.
             check_routes(plan.routes, restorer.config.num_experts)
         self.given = plan if routes is None or plan is None else plan.with_routes(routes)
-        self.routes, self.plan_per, self.on_plan = routes, plan_per, on_plan
+        self.routes, self.plan_per, self.on_plan = routes, opts.plan_per, opts.on_plan
         self.cache: dict[Any, Plan] = {}
 
     def get(self, index: tuple[int, ...], group: int) -> Plan:
@@ -716,7 +618,7 @@ class _PlanChooser:
         plan = self.given
         if plan is None:
             plane = self.canon[index]
-            plan = self.restorer._plan_plane(
+            plan = self.restorer.plan_plane(
                 plane, self.scaling, self.layout.groups[group], self.layout.describe(index, group)
             )
             plan = plan if self.routes is None else plan.with_routes(self.routes)
@@ -731,61 +633,6 @@ class _PlanChooser:
         if key == "given" or len(self.layout.groups) == 1:
             return "all"
         return f"C={self.layout.groups[group][0]}"
-
-
-def _report(progress: Progress | None, done: int, total: int) -> tuple[int, int]:
-    if progress is not None:
-        progress(done, total)
-    return done, total
-
-
-def planning_view(plane: Any, scaling: Scaling, group: tuple[int, int], side: int = PLAN_SIDE) -> np.ndarray:
-    """Channels ``group`` of a 2-D image as float32 in [0, 1], block-averaged so neither side exceeds ``side``.
-
-    Works strip by strip, so a large image is never copied to float whole. A dask plane is read here.
-    """
-    height, width = plane.shape[:2]
-    fy, fx = math.ceil(height / side), math.ceil(width / side)
-    if fy == fx == 1:
-        return scaling.to_unit(np.asarray(plane), group)
-    h, w = height // fy, width // fx  # the last < fy rows and < fx columns are left out
-    out = np.empty((h, w, group[1] - group[0]), np.float32)
-    rows = max(1, 64 // fy) * fy
-    for r0 in range(0, h * fy, rows):
-        r1 = min(r0 + rows, h * fy)
-        strip = scaling.to_unit(np.asarray(plane[r0:r1, : w * fx]), group)
-        out[r0 // fy : r1 // fy] = strip.reshape((r1 - r0) // fy, fy, w, fx, -1).mean(axis=(1, 3))
-    return out
-
-
-def _meets(span: tuple[int, int], start: int, stop: int) -> bool:
-    """Whether ``span`` overlaps ``[start, stop)``."""
-    return span[0] < stop and span[1] > start
-
-
-def _merge_chunks(chunks: Sequence[int], minimum: int) -> tuple[int, ...]:
-    """Chunk lengths along one axis, neighbours merged until each is at least ``minimum`` (or the axis)."""
-    merged: list[int] = []
-    for size in chunks:
-        if merged and merged[-1] < minimum:
-            merged[-1] += size
-        else:
-            merged.append(size)
-    if len(merged) > 1 and merged[-1] < minimum:
-        last = merged.pop()
-        merged[-1] += last
-    return tuple(merged)
-
-
-def _reach(chunks: Sequence[int], spans: Sequence[tuple[int, int]]) -> int:
-    """How far past a chunk, along one axis, the tiles that touch it reach: the overlap depth a chunk needs."""
-    reach, start = 0, 0
-    for size in chunks:
-        stop = start + size
-        touching = [s for s in spans if _meets(s, start, stop)]
-        reach = max(reach, start - min(s[0] for s in touching), max(s[1] for s in touching) - stop)
-        start = stop
-    return reach
 
 
 def _restore_block(
@@ -814,7 +661,7 @@ def _restore_block(
     core = (slice(top - origin[0], region[2] - origin[0]), slice(left - origin[1], region[3] - origin[1]))
     for index in np.ndindex(block.shape[:-3]):
         for plan, group in zip(plans, layout.groups, strict=True):
-            steps = restorer._restore_region_steps(
+            steps = restorer.restore_region_steps(
                 block[index], origin, out[index][core], region, scaling, group, plan, grid
             )
             for _ in steps:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from psygnal import Signal
 
+from slerir_core.io import is_dask
+
 if TYPE_CHECKING:
     from slerir_core.restore import Plan, Restorer
 
@@ -86,7 +88,7 @@ def image_fingerprint(image: Any) -> str:
     Good enough to reuse a plan when the same layer is analysed twice; an edit that misses every sampled
     pixel is not noticed, which costs only a stale degradation map, never a wrong restoration.
     """
-    if type(image).__module__.startswith("dask.") and hasattr(image, "name"):
+    if is_dask(image):
         return f"dask:{image.name}"  # dask names are tokens of the content's graph: no compute needed
     arr = np.asarray(image)
     step = max(1, int(np.ceil((arr.size / 65536) ** (1 / max(arr.ndim, 1)))))
@@ -148,8 +150,8 @@ class SharedState:
         Call from a worker thread: the first call imports torch and builds the network.
 
         Raises:
-            slerir_core.checkpoint.WeightsError: the weights file is missing or unreadable.
-            slerir_core.config.ConfigError: an unknown config name.
+            slerir_core.errors.WeightsError: the weights file is missing or unreadable.
+            slerir_core.errors.ConfigError: an unknown config name.
         """
         spec = spec or self._spec
         with self._lock:
@@ -213,34 +215,12 @@ def _describe(restorer: Restorer, spec: ModelSpec) -> ModelInfo:
         name=spec.describe(),
         num_experts=int(config.num_experts),
         tasks=tuple(config.tasks),
-        task_routes=task_routes(restorer),
+        task_routes={name: tuple(path) for name, path in restorer.task_routes().items()},
         device=str(restorer.device),
         tile=int(config.tile),
-        untrained=bool(getattr(restorer, "untrained", False)),
-        description=restorer.describe() if hasattr(restorer, "describe") else spec.describe(),
+        untrained=restorer.untrained,
+        description=restorer.describe(),
     )
-
-
-def task_routes(restorer: Restorer) -> dict[str, tuple[int, ...]]:
-    """The expert path of each training task: for each task prototype, the argmax of the router's centre cosine.
-
-    Uses ``Restorer.task_routes()`` when the core provides it; otherwise reads the network's
-    ``task_prototypes`` buffer. Empty for an untrained model (no tasks, or all-zero prototypes).
-    """
-    if hasattr(restorer, "task_routes"):
-        return {name: tuple(int(e) for e in path) for name, path in dict(restorer.task_routes()).items()}
-    model = getattr(restorer, "model", None)
-    tasks = tuple(restorer.config.tasks)
-    protos = getattr(model, "task_prototypes", None)
-    if model is None or not tasks or protos is None or not bool(protos.abs().sum() > 0):
-        return {}
-    import torch
-    import torch.nn.functional as F
-
-    with torch.no_grad():
-        probs = model.router.probabilities(F.normalize(protos.float(), dim=-1))  # (T, 8, C)
-    paths = probs.argmax(dim=-1).cpu().tolist()
-    return {name: tuple(path) for name, path in zip(tasks, paths, strict=True)}
 
 
 STATE = SharedState()

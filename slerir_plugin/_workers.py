@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
+from slerir_core.errors import ConfigError, WeightsError
+from slerir_core.io import is_dask
 from slerir_plugin._state import STATE, ModelInfo, ModelSpec, channel_mode
 
 if TYPE_CHECKING:
@@ -161,10 +163,9 @@ def _failure(err: BaseException) -> Failed | None:
         text = str(err).lower()
         where = "GPU " if any(k in text for k in ("cuda", "gpu", "mps", "hip")) else ""
         return Failed(f"Out of {where}memory: choose a smaller tile size or restore the current slice only. ({err})")
-    name = type(err).__name__
-    if name == "WeightsError":
+    if isinstance(err, WeightsError):
         return Failed(f"Could not load the weights file: {err}")
-    if name == "ConfigError":
+    if isinstance(err, ConfigError):
         return Failed(f"Bad model configuration: {err}")
     if isinstance(err, (ValueError, OSError)):
         return Failed(str(err))
@@ -251,7 +252,7 @@ def restore_job(job: RestoreJob) -> Generator[Update, None, RestoreResult | Fail
         restorer = STATE.restorer(job.spec)
         info = STATE.info
         assert info is not None
-        image = job.image if _is_lazy(job.image) else np.asarray(job.image)
+        image = job.image if is_dask(job.image) else np.asarray(job.image)
         single = all(a in "YXC" for a in job.axes)
         manual, route_plan, plan = job.routes, None, None
         if manual is not None and None in manual:
@@ -288,7 +289,7 @@ def restore_job(job: RestoreJob) -> Generator[Update, None, RestoreResult | Fail
             on_plan=on_plan,
         )
         data = yield from _drive(steps)
-        if _is_lazy(data):  # a dask layer: compute here, in the worker, not on the main thread
+        if is_dask(data):  # a dask layer: compute here, in the worker, not on the main thread
             data = data.compute()
         used = routes if routes is not None else (list(plan.routes) if plan is not None else None)
         return RestoreResult(data, used, plan or route_plan, time.perf_counter() - start, info, used_plans)
@@ -297,11 +298,6 @@ def restore_job(job: RestoreJob) -> Generator[Update, None, RestoreResult | Fail
         if failed is None:
             raise
         return failed
-
-
-def _is_lazy(array: Any) -> bool:
-    """A dask array (checked without importing dask)."""
-    return type(array).__module__.startswith("dask.") and hasattr(array, "compute")
 
 
 def plan_job(
@@ -339,7 +335,7 @@ def degradation_maps(plan: Plan, info: ModelInfo) -> tuple[np.ndarray, list[str]
     Returns:
         (N, g, g) probabilities and their names.
     """
-    task_map = getattr(plan, "task_map", None)
+    task_map = plan.task_map
     if task_map is not None and len(info.tasks) == np.shape(task_map)[0]:
         return np.asarray(task_map, dtype=np.float32), list(info.tasks)
     expert_map = np.asarray(plan.degradation_map, dtype=np.float32)

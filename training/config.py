@@ -23,17 +23,13 @@ from typing import Any
 
 import yaml
 
-from slerir_core.config import ConfigError, ModelConfig, from_dict, read_yaml
+from slerir_core.config import ModelConfig, from_dict, read_yaml, require
 from slerir_core.degradations import TASKS
+from slerir_core.errors import ConfigError
 
 TRAIN_CONFIG_DIR = Path(__file__).parent / "configs"
 DATA_TYPES = ("synthetic", "folders")
 AMP_MODES = ("auto", "bf16", "none")
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
 
 
 @dataclass(frozen=True)
@@ -68,17 +64,17 @@ class DataConfig:
     val_size: int = 64
 
     def __post_init__(self) -> None:
-        _check(self.type in DATA_TYPES, f"type must be one of {DATA_TYPES}")
-        _check(len(self.tasks) >= 1 and len(set(self.tasks)) == len(self.tasks), "tasks must be distinct, >= 1")
+        require(self.type in DATA_TYPES, f"type must be one of {DATA_TYPES}")
+        require(len(self.tasks) >= 1 and len(set(self.tasks)) == len(self.tasks), "tasks must be distinct, >= 1")
         unknown = [t for t in self.tasks if t not in TASKS]
-        _check(not unknown, f"unknown task(s) {unknown}; choose from {list(TASKS)}")
-        _check(self.type != "folders" or self.root is not None, "type 'folders' needs root")
-        _check(self.crop >= 16 and self.crop % 8 == 0, "crop must be a multiple of 8, at least 16")
-        _check(all(s > 0 for s in self.noise_sigmas), "noise_sigmas must be > 0")
-        _check(0.0 <= self.dead_leaves_prob <= 1.0, "dead_leaves_prob must be in [0, 1]")
-        _check(0.0 <= self.composite_prob <= 1.0, "composite_prob must be in [0, 1]")
-        _check(self.workers >= 0 and self.val_images >= 0, "workers and val_images must be >= 0")
-        _check(self.val_size >= 16, "val_size must be >= 16")
+        require(not unknown, f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+        require(self.type != "folders" or self.root is not None, "type 'folders' needs root")
+        require(self.crop >= 16 and self.crop % 8 == 0, "crop must be a multiple of 8, at least 16")
+        require(all(s > 0 for s in self.noise_sigmas), "noise_sigmas must be > 0")
+        require(0.0 <= self.dead_leaves_prob <= 1.0, "dead_leaves_prob must be in [0, 1]")
+        require(0.0 <= self.composite_prob <= 1.0, "composite_prob must be in [0, 1]")
+        require(self.workers >= 0 and self.val_images >= 0, "workers and val_images must be >= 0")
+        require(self.val_size >= 16, "val_size must be >= 16")
 
 
 @dataclass(frozen=True)
@@ -104,14 +100,14 @@ class StageConfig:
     init: str | None = None
 
     def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, "batch_size must be >= 1")
-        _check(self.epochs is not None or self.steps is not None, "set epochs or steps")
-        _check(
+        require(self.batch_size >= 1, "batch_size must be >= 1")
+        require(self.epochs is not None or self.steps is not None, "set epochs or steps")
+        require(
             (self.epochs is None or self.epochs >= 1) and (self.steps is None or self.steps >= 1),
             "epochs and steps must be >= 1",
         )
-        _check(self.lr > 0 and 0 <= self.min_lr <= self.lr, "need lr > 0 and 0 <= min_lr <= lr")
-        _check(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+        require(self.lr > 0 and 0 <= self.min_lr <= self.lr, "need lr > 0 and 0 <= min_lr <= lr")
+        require(self.warmup_steps >= 0, "warmup_steps must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -156,16 +152,16 @@ class TrainConfig:
     stage2: StageConfig = field(default_factory=lambda: StageConfig(batch_size=20, epochs=80))
 
     def __post_init__(self) -> None:
-        _check(self.stage in (1, 2), "stage must be 1 or 2")
-        _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas needs 2 values in [0, 1)")
-        _check(self.weight_decay >= 0, "weight_decay must be >= 0")
-        _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0")
-        _check(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}")
-        _check(self.cpu_processes >= 0, "cpu_processes must be >= 0 (0: one per core)")
-        _check(self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1")
-        _check(0.0 <= self.prototype_momentum < 1.0, "prototype_momentum must be in [0, 1)")
-        _check(self.prototype_batches >= 0, "prototype_batches must be >= 0")
+        require(self.stage in (1, 2), "stage must be 1 or 2")
+        require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas needs 2 values in [0, 1)")
+        require(self.weight_decay >= 0, "weight_decay must be >= 0")
+        require(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0")
+        require(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}")
+        require(self.cpu_processes >= 0, "cpu_processes must be >= 0 (0: one per core)")
+        require(self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1")
+        require(0.0 <= self.prototype_momentum < 1.0, "prototype_momentum must be in [0, 1)")
+        require(self.prototype_batches >= 0, "prototype_batches must be >= 0")
 
     def stage_config(self, stage: int) -> StageConfig:
         """The settings of stage 1 or 2."""

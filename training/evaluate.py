@@ -437,7 +437,8 @@ def _load_network(args: argparse.Namespace, device: Any) -> tuple[Any, str] | No
         return None
     import torch
 
-    from slerir_core.config import ConfigError, load_config
+    from slerir_core.config import load_config
+    from slerir_core.errors import ConfigError
     from slerir_core.model import SLERIR
     from training.config import load_experiment
 
@@ -529,8 +530,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``slerir evaluate``: 0 after printing the table, 2 (with the reason) for unusable input."""
-    from slerir_core.checkpoint import WeightsError
-    from slerir_core.config import ConfigError
+    from slerir_core.errors import ConfigError, WeightsError
 
     try:
         result = evaluate(args)

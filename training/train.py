@@ -24,11 +24,8 @@ identical everywhere.
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -43,183 +40,42 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from slerir_core.atomic import atomic_write, remove_stale_temporaries
+from slerir_core.atomic import remove_stale_temporaries
 from slerir_core.checkpoint import save_weights
-from slerir_core.config import STAGES
 from slerir_core.losses import hyperspherical_contrastive_loss, restoration_loss, routing_consistency_loss
 from slerir_core.model import SLERIR
-from slerir_core.restore import native_bf16, resolve_device
+from slerir_core.restore import native_bf16
 from training.config import ExperimentConfig, StageConfig, load_experiment, with_overrides
 from training.datasets import StreamSampler, TrainStream, build_train_dataset
+from training.run_log import RunLog, log_validation
+from training.runtime import (
+    Runtime,
+    all_gather_cat,
+    cpu_process_count,
+    init_runtime,
+    mean_over_ranks,
+    no_buffer_sync,
+    spawn_cpu_ranks,
+    with_other_ranks,
+)
+from training.state import (
+    CHECKPOINT,
+    STATE_FORMAT,
+    TrainError,
+    capture_rng,
+    hardware_name,
+    load_init,
+    load_state,
+    new_history,
+    restore_rng,
+    save_state,
+    state_digest,
+)
 
-STATE_FORMAT = "slerir-train-state-1"
-CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
 
 
-class TrainError(ValueError):
-    """A training job that cannot run as asked (missing initial weights, a run folder already in use, ...)."""
-
-
-# -- processes and devices -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where this process runs and which part of the job it does.
-
-    Attributes:
-        rank: global rank (0 without torchrun).
-        world_size: number of processes.
-        local_rank: rank on this machine (selects the GPU).
-        device: this process's device.
-    """
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def primary(self) -> bool:
-        """Whether this process logs and writes files."""
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        """Whether there are several processes."""
-        return self.world_size > 1
-
-
-def rank_device(name: str, local_rank: int) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` if CUDA is available, else CPU; any other name as the Restorer checks it.
-
-    Raises:
-        TrainError: a device this machine does not have.
-    """
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        return resolve_device(name)
-    except ValueError as err:
-        raise TrainError(str(err)) from None
-
-
-def init_runtime(device_name: str) -> Runtime:
-    """Join the torchrun process group when ``WORLD_SIZE`` > 1 (NCCL on CUDA, gloo on CPU) and pick the device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = rank_device(device_name, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
-    return Runtime(rank, world, local_rank, device)
-
-
-def all_gather_cat(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
-    """Concatenate ``t`` from every rank in rank order (``t`` itself on one process)."""
-    if not rt.distributed:
-        return t
-    parts = [torch.empty_like(t) for _ in range(rt.world_size)]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
-
-
-def with_other_ranks(f: torch.Tensor, labels: torch.Tensor, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's routing vectors and labels together with every other rank's (those without gradients).
-
-    A contrastive loss over the whole step's batch sees every task of the step, not only the one or two of
-    a small per-process batch; each rank's loss back-propagates through its own vectors only, and DDP sums
-    the ranks' gradients.
-    """
-    if not rt.distributed:
-        return f, labels
-    parts = list(all_gather_cat(f.detach(), rt).chunk(rt.world_size))
-    parts[rt.rank] = f
-    return torch.cat(parts), all_gather_cat(labels, rt)
-
-
-def mean_over_ranks(values: dict[str, float], rt: Runtime) -> dict[str, float]:
-    """Average scalar logs over ranks, so rank 0 logs the whole batch's numbers."""
-    if not rt.distributed or not values:
-        return values
-    t = torch.tensor(list(values.values()), dtype=torch.float64, device=rt.device)
-    dist.all_reduce(t)
-    return dict(zip(values, (t / rt.world_size).tolist(), strict=True))
-
-
-def _no_buffer_sync() -> dict[str, bool]:
-    """DDP keyword that stops the per-forward buffer broadcast (renamed in recent torch versions)."""
-    import inspect
-
-    params = inspect.signature(nn.parallel.DistributedDataParallel).parameters
-    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
-
-
-def state_digest(model: nn.Module) -> str:
-    """SHA-256 of every parameter and buffer, to check that ranks hold identical models."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 # -- model and optimisation ----------------------------------------------------------------------------------
-
-
-def load_init(model: SLERIR, path: str | Path) -> dict[str, Any]:
-    """Load weights to start from: a ``.safetensors`` weights file or a training ``checkpoint.pt``.
-
-    Returns:
-        The training history those weights carry (steps, crops, hours, hardware, sessions), fresh if none.
-
-    Raises:
-        TrainError: if the file is missing or its tensors do not fit the model (another config).
-    """
-    from slerir_core.checkpoint import WeightsError, read_metadata
-
-    path = Path(path)
-    if not path.is_file():
-        raise TrainError(f"initial weights {path} do not exist (stage 2 starts from stage-1 weights)")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            history = json.loads(read_metadata(path).get("history", "{}"))
-            state = load_file(str(path))
-        else:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            history, state = saved.get("history", {}), saved["model"]
-    except (WeightsError, OSError, RuntimeError, KeyError, json.JSONDecodeError) as err:
-        raise TrainError(f"cannot read initial weights {path}: {err}") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise TrainError(f"{path} does not fit this config's model: {err}") from None
-    return {**new_history(), **history}
-
-
-def new_history() -> dict[str, Any]:
-    """The training record carried from run to run: optimiser steps, crops seen, device-hours per kind of
-    hardware, the hardware and the dates of the sessions (UTC)."""
-    return {"steps": 0, "crops": 0, "hours": {}, "hardware": [], "sessions": []}
-
-
-def hardware_name(device: torch.device) -> str:
-    """What a run trains on, for the model card: the GPU's name, or the CPU's model and core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "unknown CPU")
-    return f"{model} ({os.cpu_count()} cores)"
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
 
 
 def configure_stage(model: SLERIR, stage: int) -> None:
@@ -284,150 +140,6 @@ def update_prototypes(prototypes: torch.Tensor, f: torch.Tensor, labels: torch.T
     prototypes.copy_(torch.where(present[:, None, None], new, prototypes))
 
 
-# -- training state ------------------------------------------------------------------------------------------
-
-
-def capture_rng() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states as plain containers (loadable with ``weights_only=True``)."""
-    kind, key, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": {
-            "kind": kind,
-            "key": key.tolist(),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    """Inverse of ``capture_rng``."""
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], np.asarray(n["key"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never a half-written file."""
-    with atomic_write(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_state(path: Path) -> dict[str, Any]:
-    """Read a training state written by ``save_state``.
-
-    Raises:
-        TrainError: an empty, truncated or corrupt file, or not a SLER-IR training state.
-    """
-    if path.stat().st_size == 0:
-        raise TrainError(f"{path} is empty (0 bytes); delete it to start the stage over")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types for a damaged file (EOF, unpickling, zip, index)
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise TrainError(
-            f"{path} is truncated or corrupt ({first}); delete it to start the stage over, "
-            "or start from model.safetensors with --init"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise TrainError(f"{path} is not a SLER-IR training state ({STATE_FORMAT})")
-    return state
-
-
-# -- logging (rank 0) ----------------------------------------------------------------------------------------
-
-
-class RunLog:
-    """CSV files, TensorBoard scalars and console lines of one run; inert on ranks other than 0.
-
-    Args:
-        out: the run folder.
-        primary: whether this process logs.
-        start_step: rows after this step (from a run killed after its last checkpoint) are dropped.
-    """
-
-    def __init__(self, out: Path, primary: bool, start_step: int) -> None:
-        self.out, self.primary = out, primary
-        self.tb = None
-        if not primary:
-            return
-        for name in ("train_log.csv", "val_log.csv"):
-            _truncate_csv(out / name, start_step)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self.print("note: tensorboard is not installed; TensorBoard scalars are skipped (CSV logs are written)")
-        else:
-            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1 if start_step else None)
-
-    def print(self, message: str) -> None:
-        """A console line (tqdm-safe)."""
-        if self.primary:
-            from tqdm import tqdm
-
-            tqdm.write(message, file=sys.stderr)
-
-    def row(self, name: str, values: dict[str, Any], step: int, scalars: bool = True) -> None:
-        """Append a row to ``<name>.csv`` and (with ``scalars``) its numbers to TensorBoard under ``train/``."""
-        if not self.primary:
-            return
-        path = self.out / f"{name}.csv"
-        fields = list(values)
-        if path.exists() and path.stat().st_size:
-            with path.open(newline="") as fh:
-                header = next(csv.reader(fh), [])
-            if header != fields:  # a run resumed with other logged terms: one header for all rows
-                fields = header + [f for f in fields if f not in header]
-                _rewrite_csv(path, fields)
-        new = not path.exists() or path.stat().st_size == 0
-        with path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            if new:
-                writer.writeheader()
-            writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in values.items()})
-        if self.tb is not None and scalars:
-            for key, value in values.items():
-                if isinstance(value, (int, float)) and key != "step":
-                    self.tb.add_scalar(f"{name.split('_')[0]}/{key}", value, step)
-
-    def close(self) -> None:
-        """Flush TensorBoard."""
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _truncate_csv(path: Path, last_step: int) -> None:
-    """Keep only the rows up to ``last_step`` (all of them are dropped for a fresh run)."""
-    if path.exists():
-        _rewrite_csv(path, keep=lambda row: int(row["step"]) <= last_step)
-
-
-def _rewrite_csv(path: Path, fields: list[str] | None = None, keep: Any = None) -> None:
-    """Rewrite a CSV log in place with the given columns (rows lacking one leave it empty), keeping the rows
-    ``keep`` accepts (all by default)."""
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = [r for r in reader if keep is None or keep(r)]
-        fields = fields or list(reader.fieldnames or [])
-    with path.open("w", newline="") as fh:
-        if rows or fields:
-            # extrasaction: a row longer than its header (a log written by an older version) loses the surplus
-            # instead of stopping the run.
-            writer = csv.DictWriter(fh, fieldnames=fields, restval="", extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-
-
 # -- validation ----------------------------------------------------------------------------------------------
 
 
@@ -485,7 +197,7 @@ class Job:
     started: float = field(default_factory=time.monotonic)
 
 
-def plan_job(
+def build_job(
     exp: ExperimentConfig,
     stage: int,
     out: Path,
@@ -644,7 +356,7 @@ def train(job: Job, rt: Runtime, dataset: TrainStream) -> dict[str, Any]:
             model,
             device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
             find_unused_parameters=True,
-            **_no_buffer_sync(),
+            **no_buffer_sync(),
         )
     batch_size = exp.train.stage_config(job.stage).batch_size
     sampler = StreamSampler(batch_size, job.steps_per_epoch, rt.rank, rt.world_size, trainee.start)
@@ -701,7 +413,7 @@ def _finish(
     out: dict[str, Any] = {"weights": str(job.out / WEIGHTS), "history": trainee.history}
     if val_cases:
         out["validation"] = validate(model, val_cases, rt.device)
-        _log_validation(out["validation"], trainee.history["steps"], log, final=True)
+        log_validation(out["validation"], trainee.history["steps"], log, final=True)
     return out
 
 
@@ -809,43 +521,9 @@ def _timed_validation(model: SLERIR, val_cases: list[Any], step: int, rt: Runtim
     if not (rt.primary and val_cases):
         return 0.0
     begin = time.monotonic()
-    _log_validation(validate(model, val_cases, rt.device), step, log)
+    log_validation(validate(model, val_cases, rt.device), step, log)
     set_train_mode(model, job.stage)
     return 1.2 * (time.monotonic() - begin) + 2.0
-
-
-def _log_validation(results: dict[str, Any], step: int, log: RunLog, final: bool = False) -> None:
-    width = max(map(len, results), default=0)
-    title = "final validation" if final else "validation"
-    lines = [f"step {step} {title} (PSNR, gain over the input, most common path, its purity, expert load per stage):"]
-    for task, r in results.items():
-        loads = {
-            f"load_{name}": "/".join(f"{v:.2f}" for v in load)
-            for name, load in zip(STAGES, r["stage_load"], strict=True)
-        }
-        if not final:
-            log.row(
-                "val_log",
-                {
-                    "step": step,
-                    "task": task,
-                    "psnr": r["psnr"],
-                    "gain": r["gain"],
-                    "path": r["path"],
-                    "purity": r["purity"],
-                    **loads,
-                },
-                step,
-                scalars=False,
-            )
-        if log.tb is not None and not final:
-            log.tb.add_scalar(f"val/psnr_{task}", r["psnr"], step)
-            log.tb.add_scalar(f"val/purity_{task}", r["purity"], step)
-        lines.append(
-            f"  {task:<{width}}  {r['psnr']:6.2f} dB ({r['gain']:+6.2f})  path {r['path']}  purity {r['purity']:.2f}"
-            f"  load {' '.join(loads.values())}"
-        )
-    log.print("\n".join(lines))
 
 
 def _checkpoint(job: Job, rt: Runtime, trainee: Trainee, step: int) -> None:
@@ -956,7 +634,7 @@ def resolve_args(args: argparse.Namespace) -> tuple[ExperimentConfig, int, Path]
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``slerir train``: 0 when the stage ran, 2 (with the reason) for an unusable request."""
-    from slerir_core.config import ConfigError
+    from slerir_core.errors import ConfigError
     from training.datasets import DataError
 
     try:
@@ -970,11 +648,11 @@ def _run(args: argparse.Namespace) -> int:
     exp, stage, out = resolve_args(args)
     procs = cpu_process_count(exp)
     if procs > 1:
-        return _spawn_cpu_ranks(args, procs)
+        return spawn_cpu_ranks(run, args, procs)
     rt = init_runtime(exp.train.device)
     try:
         dataset = build_train_dataset(exp.data, exp.train.seed)
-        job = plan_job(exp, stage, out, dataset, rt.world_size, args.stop_at, args.init, args.resume, args.time_budget)
+        job = build_job(exp, stage, out, dataset, rt.world_size, args.stop_at, args.init, args.resume, args.time_budget)
         summary = train(job, rt, dataset)
     finally:
         if rt.distributed and dist.is_initialized():
@@ -985,55 +663,6 @@ def _run(args: argparse.Namespace) -> int:
             state += " (time budget)"
         print(f"{exp.name} stage {stage} {state}; run folder {out}", file=sys.stderr)
     return 0
-
-
-def cpu_process_count(exp: ExperimentConfig) -> int:
-    """How many single-threaded CPU processes to start: 1 under torchrun, on a GPU, or when not asked for."""
-    if "WORLD_SIZE" in os.environ or rank_device(exp.train.device, 0).type != "cpu":
-        return 1
-    return exp.train.cpu_processes or len(os.sched_getaffinity(0))
-
-
-def _end_with_parent() -> None:
-    """On Linux, have the kernel end this rank when the process that started it dies, however it dies:
-    an orphaned rank would otherwise keep training and writing into the run folder."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux
-        return
-    if os.getppid() == 1:  # the parent died before the request was made
-        os._exit(1)
-
-
-def _spawn_cpu_ranks(args: argparse.Namespace, procs: int) -> int:
-    """Run this command as ``procs`` gloo ranks on this machine, one torch thread each; the first failing
-    rank's exit code (its error is already printed) or 0."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as sock:  # a free port for the rendezvous, on loopback only
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    try:
-        mp.spawn(_cpu_rank, args=(procs, port, args), nprocs=procs, join=True)
-    except mp.ProcessExitedException as err:
-        return err.exit_code or 1
-    return 0
-
-
-def _cpu_rank(rank: int, procs: int, port: int, args: argparse.Namespace) -> None:
-    _end_with_parent()
-    os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(procs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
-    torch.set_num_threads(1)
-    code = run(args)
-    if code:
-        sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

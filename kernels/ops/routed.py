@@ -27,8 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._dispatch import debug_enabled, empty, sm_count
-from kernels.reference import check_routed_args, expert_pointwise_weights
+from kernels._dispatch import GRID_AXIS_LIMIT, debug_enabled, empty, sm_count
+from kernels.reference import check_pointwise_args
 
 # ----------------------------------------------------------------------------------------------------------
 # Triton kernels
@@ -289,7 +289,7 @@ def routed_weight_grad(
     n_tiles = triton.cdiv(n, config.block_n)
     # Split the pixels so that B * tiles * S programs fill the GPU, 2 per SM.
     target = 2 * sm_count(dev)
-    splits = max(1, min(n_tiles, triton.cdiv(target, bsz * tiles), 65535))
+    splits = max(1, min(n_tiles, triton.cdiv(target, bsz * tiles), GRID_AXIS_LIMIT))
     per_split = triton.cdiv(n_tiles, splits)
     splits = triton.cdiv(n_tiles, per_split)
 
@@ -403,27 +403,15 @@ def routed_pointwise_triton(
     Same contract as ``kernels.routed_pointwise``. Expert indices are not range-checked on the device (that
     would need a host sync); in debug mode (``kernels.debug_mode``) they are. Under autocast x is cast to the
     autocast dtype, as the reference's ``bmm`` would be; the weights are cast in the kernel.
-
-    Args:
-        x: (B, C_in, N) features, or (B, C_in, *spatial).
-        weight: (E, C_out, C_in) expert weights (or stacked conv weights (E, C_out, C_in, 1, 1)).
-        expert_index: (B,) int64 expert of each sample.
-        bias: optional (E, C_out) expert biases.
-
-    Returns:
-        (B, C_out, N) (or (B, C_out, *spatial)) in x's dtype.
     """
-    weight = expert_pointwise_weights(weight)
-    check_routed_args(x, weight, expert_index, bias, weight.shape[1])
-    if weight.shape[2] != x.shape[1]:
-        raise ValueError(f"weight expects C_in = {weight.shape[2]} channels, x has {x.shape[1]}")
+    weight = check_pointwise_args(x, weight, expert_index, bias)
     if torch.is_autocast_enabled(x.device.type):  # as the reference's bmm (or a conv) runs under autocast
         x = x.to(torch.get_autocast_dtype(x.device.type))
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"routed_pointwise_triton supports fp32, fp16 and bf16, got {x.dtype}")
     bsz, c_in = x.shape[:2]
-    if bsz > 65535:
-        raise ValueError(f"batch {bsz} exceeds the grid limit 65535")
+    if bsz > GRID_AXIS_LIMIT:
+        raise ValueError(f"batch {bsz} exceeds the grid limit {GRID_AXIS_LIMIT}")
     index = expert_index.long()
     if debug_enabled() and bsz > 0 and not bool(((index >= 0) & (index < weight.shape[0])).all()):
         raise IndexError(f"expert_index out of range [0, {weight.shape[0]}): {index.tolist()}")

@@ -21,7 +21,7 @@ Backward, given dO:
     b_j = d r_k,j / n_k,j  if n_k,j ≥ eps else 0
     dq = dG k + a ⊙ q,  dk = dGᵀ q + b ⊙ k
 
-Kernels (B·H programs on grid axis 1, pixel splits/tiles on axis 0, which has no 65535 cap):
+Kernels (B·H programs on grid axis 1, pixel splits/tiles on axis 0, which has no GRID_AXIS_LIMIT cap):
 
     forward:  _gram_partial_kernel (G, n_q², n_k² per pixel split) → _softmax_forward_kernel (sums the
               splits in a fixed order, P) → _matmul_pixels_kernel (P v)
@@ -44,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._dispatch import empty, sm_count
+from kernels._dispatch import GRID_AXIS_LIMIT, MAX_HEAD_CHANNELS, empty, sm_count
 from kernels.reference import NORM_EPS, check_attention_args
 
 # ----------------------------------------------------------------------------------------------------------
@@ -647,10 +647,10 @@ def transposed_attention_triton(
         (B, heads, C_h, N) in the common dtype of q, k and v.
     """
     bsz, heads, _, _ = check_attention_args(q, k, v, temperature)
-    if bsz * heads > 65535:
-        raise ValueError(f"B * heads = {bsz * heads} exceeds the grid limit 65535")
-    if q.shape[2] > 128:
-        raise ValueError(f"C_h = {q.shape[2]} > 128 channels per head: use transposed_attention_ref")
+    if bsz * heads > GRID_AXIS_LIMIT:
+        raise ValueError(f"B * heads = {bsz * heads} exceeds the grid limit {GRID_AXIS_LIMIT}")
+    if q.shape[2] > MAX_HEAD_CHANNELS:
+        raise ValueError(f"C_h = {q.shape[2]} > {MAX_HEAD_CHANNELS} channels per head: use transposed_attention_ref")
     dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
     if torch.is_autocast_enabled(q.device.type):  # as the reference's matmuls would run under autocast
         dtype = torch.get_autocast_dtype(q.device.type)

@@ -33,7 +33,7 @@ def build_restorer(args: argparse.Namespace) -> Restorer:
     """The restorer the options ask for; the untrained-model warning is printed as one plain line.
 
     Raises:
-        slerir_core.checkpoint.WeightsError, slerir_core.config.ConfigError, ValueError: bad weights, config
+        slerir_core.errors.WeightsError, slerir_core.errors.ConfigError, ValueError: bad weights, config
             or device.
     """
     with warnings.catch_warnings(record=True) as caught:

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from slerir_core.atomic import prepare_folder
-from slerir_core.checkpoint import WeightsError
 from slerir_core.commands._model_args import add_model_arguments, build_restorer
-from slerir_core.config import ConfigError
-from slerir_core.io import ImageError, make_layout, read_image_file, write_image
+from slerir_core.errors import ConfigError, ImageError, WeightsError
+from slerir_core.io import make_layout, read_image_file, write_image
 from slerir_core.samples import PHOTO_SAMPLES, degraded_photo
 
 

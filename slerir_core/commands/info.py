@@ -9,9 +9,10 @@ import torch
 import yaml
 
 from slerir_core import __version__
-from slerir_core.checkpoint import WeightsError
 from slerir_core.commands._model_args import add_model_arguments, build_restorer
-from slerir_core.config import STAGES, ConfigError
+from slerir_core.config import STAGES
+from slerir_core.errors import ConfigError, WeightsError
+from slerir_core.model import parameter_counts
 from slerir_core.restore import Restorer
 
 
@@ -35,18 +36,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def count(module: torch.nn.Module | None) -> int:
-    """Parameters of a module (0 for None)."""
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-
 def describe(restorer: Restorer) -> list[tuple[str, str]]:
     """(label, value) lines describing a restorer's model, device, config and paths."""
     model, c = restorer.model, restorer.config
-    experts = sum(count(stage.experts[0]) for stage in model.stages.values())
-    total = count(model)
-    all_experts = sum(count(stage) for stage in model.stages.values())
-    one_path = total - all_experts + experts
+    n = parameter_counts(model)
     weights = (
         "UNTRAINED (freshly initialised: output is not a restoration)"
         if restorer.untrained
@@ -77,8 +70,8 @@ def describe(restorer: Restorer) -> list[tuple[str, str]]:
         ),
         (
             "parameters",
-            f"{total / 1e6:.2f} M in all, {one_path / 1e6:.2f} M on one path "
-            f"({experts / 1e6:.2f} M of them in its 8 experts)",
+            f"{n['total'] / 1e6:.2f} M in all, {n['one_path'] / 1e6:.2f} M on one path "
+            f"({n['experts_on_path'] / 1e6:.2f} M of them in its 8 experts)",
         ),
         ("tasks", tasks),
         ("task paths", task_paths or "none (no task prototypes)"),

@@ -36,9 +36,8 @@ import torch
 from tqdm import tqdm
 
 from slerir_core.atomic import prepare_folder
-from slerir_core.checkpoint import WeightsError
 from slerir_core.commands._model_args import add_model_arguments, build_restorer
-from slerir_core.config import ConfigError
+from slerir_core.errors import ConfigError, WeightsError
 from slerir_core.io import (
     CHANNEL_MODES,
     IMAGE_SUFFIXES,
@@ -51,7 +50,7 @@ from slerir_core.io import (
     write_image,
     write_text,
 )
-from slerir_core.restore import PLAN_PER, Plan, Restorer
+from slerir_core.restore import PLAN_PER, Plan, RestoreOptions, Restorer
 
 OUTPUT_STEM = re.compile(r"_(restored|degradation_map|routes)$")
 """Stems of the files this command writes, which folders and globs leave out."""
@@ -134,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         pixel_limit(args.max_pixels)
         restorer = build_restorer(args)
         routes = parse_routes(args.routes)
-        options = restorer.resolve_options(routes, args.tile, args.overlap, args.plan_per)
+        options = restorer.resolve_options(routes=routes, tile=args.tile, overlap=args.overlap, plan_per=args.plan_per)
     except (WeightsError, ConfigError, ImageError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -322,7 +321,7 @@ def restore_file(
     source: Path,
     target: Path,
     args: argparse.Namespace,
-    options: tuple[list[int] | None, int, int],
+    options: RestoreOptions,
 ) -> str:
     """Read, restore and write one file (and its maps); returns a short description for the log.
 
@@ -343,18 +342,14 @@ def restore_file(
     layout = make_layout(
         array.shape[:-1] if grey_alpha else array.shape, "YX" if grey_alpha else axes, channels, array.dtype
     )
-    routes, tile, overlap = options
     plans: list[tuple[str, Plan]] = []
     start = time.perf_counter()
     with tqdm(unit="tile", leave=False, disable=args.quiet, desc=source.name) as bar:
         restored = restorer.restore(
             array[..., 0] if grey_alpha else array,
-            routes=routes,
-            tile=tile,
-            overlap=overlap,
+            options,
             progress=_bar_updater(bar),
             axes=layout.axes,
-            plan_per=args.plan_per,
             channels=channels,
             on_plan=lambda what, plan: plans.append((what, plan)),
         )
@@ -374,8 +369,8 @@ def restore_file(
                     "output": str(target),
                     "axes": axes,
                     "channels": channel_mode,
-                    "tile": tile,
-                    "overlap": overlap,
+                    "tile": options.tile,
+                    "overlap": options.overlap,
                     "plan_per": args.plan_per,
                     "seconds": round(seconds, 2),
                 },

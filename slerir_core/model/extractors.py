@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from slerir_core.config import ExtractorConfig
+from slerir_core.errors import ExtractorError
 
 _CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"
 open_clip.add_model_config(_CLIP_CONFIG_DIR)
@@ -39,10 +40,6 @@ class _RandomInitNotice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Model initialized randomly" not in record.getMessage()
-
-
-class ExtractorError(ValueError):
-    """An extractor that cannot be built: unknown model or missing or unreadable weights."""
 
 
 def create_clip(model_name: str, pretrained: str | None) -> nn.Module:

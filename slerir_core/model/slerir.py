@@ -20,7 +20,7 @@ ROUTING_MODES = ("soft", "hard")
 Routes = torch.Tensor | Sequence[int] | Sequence[Sequence[int]]
 
 
-def check_routes(routes: Routes, batch: int, num_experts: int) -> torch.Tensor:
+def routes_tensor(routes: Routes, batch: int, num_experts: int) -> torch.Tensor:
     """Validate manual routes and return them as a (batch, 8) long tensor.
 
     Args:
@@ -222,7 +222,7 @@ class SLERIR(nn.Module):
         info = self.analyse(x, with_map=not self.training)
         probs = None
         if routes is not None:
-            info["routes"] = check_routes(routes, x.shape[0], self.config.num_experts).to(x.device)
+            info["routes"] = routes_tensor(routes, x.shape[0], self.config.num_experts).to(x.device)
         elif self.routing == "soft":
             probs = info["probs"]
         elif self.routing != "hard":

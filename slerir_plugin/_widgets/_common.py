@@ -88,7 +88,7 @@ def write_restored(viewer: napari.Viewer, ctx: OutputContext, result: RestoreRes
     meta = {
         "routes": result.routes,
         "routes_per_plan": result.routes_per_plan,
-        "label": getattr(plan, "label", None),
+        "label": None if plan is None else plan.label,
         "confidence": None if plan is None or plan.confidence is None else float(plan.confidence),
         "weights": result.info.name,
         "model": result.info.description,

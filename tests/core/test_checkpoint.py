@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from slerir_core.checkpoint import WeightsError, export_weights, load_model, read_metadata, save_weights
+from slerir_core.checkpoint import export_weights, load_model, read_metadata, save_weights
+from slerir_core.errors import WeightsError
 
 
 def test_round_trip_restores_identical_outputs(tiny_model, tmp_path):

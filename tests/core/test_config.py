@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from slerir_core.config import STAGES, ConfigError, list_configs, load_config
+from slerir_core.config import STAGES, list_configs, load_config
+from slerir_core.errors import ConfigError
 
 
 def test_named_configs_load():

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from slerir_core.config import ExtractorConfig, load_config
+from slerir_core.errors import ExtractorError
 from slerir_core.model import SLERIR
-from slerir_core.model.extractors import ClipImageEncoder, DaClipEncoder, ExtractorError, crops
+from slerir_core.model.extractors import ClipImageEncoder, DaClipEncoder, crops
 
 
 def test_registered_tower_outputs_cls_and_tokens():

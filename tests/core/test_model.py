@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from slerir_core.config import STAGES
-from slerir_core.model import SLERIR
+from slerir_core.model import SLERIR, parameter_counts
 from slerir_core.model.experts import grouped_forward
 
 
@@ -195,3 +195,12 @@ def test_grouped_forward_equals_expert_by_expert(tiny_config, layernorm):
         grouped = grouped_forward(stage.experts, x, routes)
         one_by_one = torch.cat([stage.experts[int(r)](x[i : i + 1]) for i, r in enumerate(routes)])
     assert torch.allclose(grouped, one_by_one, atol=1e-5)
+
+
+def test_parameter_counts_split_the_model_into_its_parts(tiny_model):
+    n = parameter_counts(tiny_model)
+    assert n["total"] == sum(p.numel() for p in tiny_model.parameters())
+    assert n["experts_on_path"] == sum(n[f"expert_{stage}"] for stage in STAGES)
+    # Every routed stage holds C experts of one size: the other C - 1 per stage are what one path leaves out.
+    assert n["total"] - n["one_path"] == (tiny_model.config.num_experts - 1) * n["experts_on_path"]
+    assert n["router"] == sum(p.numel() for p in tiny_model.router.parameters())

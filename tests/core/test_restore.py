@@ -13,20 +13,13 @@ import pytest
 import torch
 
 from slerir_core import restore as restore_module
-from slerir_core.checkpoint import WeightsError, save_weights
+from slerir_core.checkpoint import save_weights
 from slerir_core.config import load_config
-from slerir_core.io import ImageError, Scaling, make_layout
+from slerir_core.errors import ImageError, WeightsError
+from slerir_core.io import Scaling, make_layout
 from slerir_core.model import SLERIR
-from slerir_core.restore import (
-    Plan,
-    Restorer,
-    TileGrid,
-    blend_weights,
-    native_bf16,
-    planning_view,
-    resolve_device,
-    tile_spans,
-)
+from slerir_core.restore import Plan, RestoreOptions, Restorer, native_bf16, resolve_device
+from slerir_core.tiling import TileGrid, blend_weights, planning_view, tile_spans
 
 # Tiled and untiled results differ because MDTA attends over all pixels of what it is given (a tile or the
 # image): measured mean |difference| ~0.015 of the range for the untrained tiny model, whose output differs
@@ -420,10 +413,30 @@ def test_a_weights_file_and_a_config_together_are_refused(tmp_path):
 
 
 def test_options_fill_in_the_configs_tiling(restorer):
-    assert restorer.resolve_options() == (None, 64, 16)  # tiny: tile 64, overlap 16
-    assert restorer.resolve_options(tile=128) == (None, 128, 16)  # the config's overlap
-    assert restorer.resolve_options(tile=64, overlap=8) == (None, 64, 8)
-    assert restorer.resolve_options(tile=0, overlap=50) == (None, 0, 0)  # one piece: overlap is moot
+    def tiling(**fields):
+        opts = restorer.resolve_options(**fields)
+        return opts.routes, opts.tile, opts.overlap
+
+    assert tiling() == (None, 64, 16)  # tiny: tile 64, overlap 16
+    assert tiling(tile=128) == (None, 128, 16)  # the config's overlap
+    assert tiling(tile=64, overlap=8) == (None, 64, 8)
+    assert tiling(tile=0, overlap=50) == (None, 0, 0)  # one piece: overlap is moot
+
+
+def test_one_options_object_serves_a_batch_and_fields_override_it(restorer):
+    image = smooth_rgb(64)
+    options = RestoreOptions(tile=0, channels="rgb", routes=[1] * 8)
+    assert np.array_equal(
+        restorer.restore(image, options), restorer.restore(image, tile=0, channels="rgb", routes=[1] * 8)
+    )
+    overridden = restorer.restore(image, options, routes=[2] * 8)
+    assert np.array_equal(overridden, restorer.restore(image, tile=0, channels="rgb", routes=[2] * 8))
+    assert not np.array_equal(overridden, restorer.restore(image, options))
+
+
+def test_an_unknown_option_is_a_type_error(restorer):
+    with pytest.raises(TypeError, match="tiles"):
+        restorer.restore(smooth_rgb(32), tiles=64)
 
 
 def test_device_resolution():
@@ -462,7 +475,7 @@ def test_integer_routes_of_any_kind_are_taken(restorer):
         np.array([0, 1, 2, 0, 1, 2, 0, 1]),
         torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
     ):
-        assert restorer.resolve_options(routes)[0] == [0, 1, 2, 0, 1, 2, 0, 1]
+        assert restorer.resolve_options(routes=routes).routes == [0, 1, 2, 0, 1, 2, 0, 1]
 
 
 def test_a_route_list_of_the_wrong_length_says_how_many_it_got(restorer):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from napari.layers import Image, Points
 
+from slerir_core.errors import ConfigError, WeightsError
 from slerir_plugin._layers import LayerError, geometry, map_properties, output_properties
 from slerir_plugin._state import ModelSpec, image_fingerprint
 from slerir_plugin._workers import Failed, _failure, degradation_maps, resolve_routes, upsample
@@ -115,10 +116,8 @@ def test_errors_users_can_act_on_become_messages():
     assert isinstance(cpu_oom, Failed) and cpu_oom.message.startswith("Out of memory: choose a smaller tile")
     assert _failure(MemoryError()).message.startswith("Out of memory")
 
-    class WeightsError(ValueError):
-        pass
-
     assert _failure(WeightsError("bad header")).message.startswith("Could not load the weights file")
+    assert _failure(ConfigError("unknown config 'x'")).message.startswith("Bad model configuration")
     assert _failure(ValueError("axes 'ZYX' has 3 letters")).message == "axes 'ZYX' has 3 letters"
     assert _failure(KeyError("bug")) is None  # bugs propagate with their traceback
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from slerir_core.config import STAGES, load_config
-from slerir_plugin._state import STATE, ModelInfo, task_routes
+from slerir_plugin._state import STATE, ModelInfo
 from slerir_plugin._widgets.routes import AUTO, PRESET_AUTO, PRESET_LAST, TASK_PREFIX, WHOLE_STACK
 
 pytestmark = pytest.mark.gui
@@ -105,6 +105,7 @@ def test_task_presets_for_models_with_task_prototypes(routes_widget):
     import torch
 
     from slerir_core.model import SLERIR
+    from slerir_core.restore import Restorer
 
     _viewer, widget = routes_widget
     config = load_config({**load_config("tiny").to_dict(), "tasks": ["noise", "rain"]})
@@ -113,12 +114,7 @@ def test_task_presets_for_models_with_task_prototypes(routes_widget):
     with torch.no_grad():
         model.task_prototypes.copy_(torch.randn_like(model.task_prototypes))
 
-    class FakeRestorer:  # only what task_routes reads: config and model (a real SLERIR)
-        pass
-
-    fake = FakeRestorer()
-    fake.config, fake.model = config, model
-    paths = task_routes(fake)
+    paths = {name: tuple(path) for name, path in Restorer(model, "cpu").task_routes().items()}
     assert set(paths) == {"noise", "rain"} and all(len(p) == 8 for p in paths.values())
     expected = model.router.probabilities(torch.nn.functional.normalize(model.task_prototypes, dim=-1))
     assert list(paths["rain"]) == expected.argmax(-1)[1].tolist()

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from slerir_core.checkpoint import load_model, read_metadata
 from slerir_core.cli import main as cli
-from slerir_core.config import ConfigError
+from slerir_core.errors import ConfigError
 from training.config import load_experiment, with_overrides
 from training.train import parse_duration, update_prototypes
 
@@ -322,9 +322,9 @@ def test_unusable_requests_are_one_line_and_exit_two(tmp_path, capsys, args, mes
 
 
 def test_a_log_with_rows_longer_than_its_header_is_truncated_not_fatal(tmp_path):
-    from training.train import _truncate_csv
+    from training.run_log import truncate_csv
 
     log = tmp_path / "train_log.csv"
     log.write_text("step,loss\n1,0.5\n2,0.4,0.9\n3,0.3\n")
-    _truncate_csv(log, 2)
+    truncate_csv(log, 2)
     assert log.read_text().splitlines() == ["step,loss", "1,0.5", "2,0.4"]
