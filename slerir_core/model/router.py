@@ -139,12 +139,14 @@ class Router(nn.Module):
 
     @torch.no_grad()
     def assign_tasks(self, prototypes: torch.Tensor) -> torch.Tensor:
-        """Give each training task one expert per stage, with the tasks spread evenly over the experts.
+        """Give each training task one expert per stage: nearby tasks share experts, every task gets a path
+        of its own where there are enough paths, and the tasks are spread evenly over each stage's experts.
 
-        At each stage, (task, expert) pairs are taken in order of decreasing cosine between the task's
-        prototype (its mean routing vector) and the expert's centre, each expert taking at most
-        ``ceil(T / C)`` tasks: nearby tasks share an expert, and no expert is left without tasks. Stages
-        assign independently, so tasks that share an expert at one stage can part at another.
+        Stage by stage, (task, expert) pairs are taken greedily by the cosine between the task's prototype
+        (its mean routing vector) and the expert's centre, each expert taking at most ``ceil(T / C)`` tasks.
+        Before that cosine counts, a task keeps away from experts that already hold a task whose path so far
+        is the same as its own: without that rule every stage sorted the tasks into the same groups, so the
+        seven tasks shared three paths, however well the router followed them.
 
         Args:
             prototypes: (T, K, d) per-task mean routing vectors; all-zero rows are tasks not seen yet.
@@ -159,14 +161,11 @@ class Router(nn.Module):
         capacity = math.ceil(len(seen) / self.num_experts)
         protos = F.normalize(prototypes[seen].float(), dim=-1).transpose(0, 1)  # (K, T', d)
         scores = (protos @ self.centres.expand(self.num_layers, -1, -1).transpose(1, 2)).cpu()  # (K, T', C)
+        paths: list[tuple[int, ...]] = [() for _ in seen]
         for k in range(self.num_layers):
-            taken = [0] * self.num_experts
-            for flat in scores[k].flatten().argsort(descending=True).tolist():
-                row, expert = divmod(flat, self.num_experts)
-                task = seen[row]
-                if targets[task, k] < 0 and taken[expert] < capacity:
-                    targets[task, k] = expert
-                    taken[expert] += 1
+            experts = _assign_stage(scores[k], paths, capacity)
+            targets[seen, k] = torch.tensor(experts)
+            paths = [(*path, e) for path, e in zip(paths, experts, strict=True)]
         return targets.to(prototypes.device)
 
     @torch.no_grad()
@@ -214,3 +213,51 @@ class Router(nn.Module):
             {f"load_{k}_{j}": float(load[k, j]) for k in range(self.num_layers) for j in range(self.num_experts)}
         )
         return stats
+
+
+def _assign_stage(scores: torch.Tensor, paths: list[tuple[int, ...]], capacity: int) -> list[int]:
+    """One stage of ``Router.assign_tasks``: each task's expert.
+
+    First greedily by cosine, each expert taking at most ``capacity`` tasks; then, while two tasks with the
+    same path so far share an expert, the move or swap that parts the most of them at the least cosine is made
+    (at the first stage there is no path yet: the cosine alone decides).
+
+    Args:
+        scores: (T, C) cosine of each task's prototype with each expert's centre at this stage.
+        paths: each task's experts at the stages before.
+        capacity: most tasks an expert takes.
+    """
+    num_tasks, num_experts = scores.shape
+    table = scores.tolist()  # indexing a tensor element by element was 50 ms a training step
+    experts = [-1] * num_tasks
+    load = [0] * num_experts
+    for flat in scores.flatten().argsort(descending=True).tolist():
+        task, expert = divmod(flat, num_experts)
+        if experts[task] < 0 and load[expert] < capacity:
+            experts[task], load[expert] = expert, load[expert] + 1
+
+    def cost(assignment: list[int]) -> tuple[int, float]:
+        twins = sum(
+            assignment[a] == assignment[b] and bool(paths[a]) and paths[a] == paths[b]
+            for a in range(num_tasks)
+            for b in range(a + 1, num_tasks)
+        )
+        return twins, -sum(table[t][e] for t, e in enumerate(assignment))
+
+    best = cost(experts)
+    while best[0] > 0:
+        candidates = []
+        for task in range(num_tasks):
+            for expert in range(num_experts):
+                if expert != experts[task] and experts.count(expert) < capacity:  # a move
+                    candidates.append([expert if t == task else e for t, e in enumerate(experts)])
+            for other in range(task + 1, num_tasks):  # a swap
+                if experts[other] != experts[task]:
+                    swapped = list(experts)
+                    swapped[task], swapped[other] = experts[other], experts[task]
+                    candidates.append(swapped)
+        better, better_cost = min(((c, cost(c)) for c in candidates), key=lambda pair: pair[1])
+        if better_cost >= best:
+            break
+        experts, best = better, better_cost
+    return experts

@@ -121,7 +121,7 @@ def test_shared_centres_balance_every_stage():
     assert router.centres.shape == (1, 3, 8) and not torch.allclose(router.centres, before)
 
 
-def test_tasks_are_assigned_to_nearby_experts_evenly():
+def test_tasks_are_assigned_to_nearby_experts_evenly_on_paths_of_their_own():
     router = make_router(per_layer_centres=True)
     generator = torch.Generator().manual_seed(4)
     # Seven tasks: task t sits next to centre t % 3 at every stage, with some spread.
@@ -129,8 +129,14 @@ def test_tasks_are_assigned_to_nearby_experts_evenly():
     protos[6] = 0  # not seen yet
     targets = router.assign_tasks(F.normalize(protos, dim=-1) * (protos.abs().sum(-1, keepdim=True) > 0))
     assert targets.shape == (7, 8)
-    assert torch.equal(targets[:6], (torch.arange(6) % 3)[:, None].expand(6, 8))
     assert bool((targets[6] == -1).all())
+    # Tasks 0 and 3 (1 and 4, 2 and 5) share the nearest expert at the first stage; the second parts them,
+    # so that all six paths differ; from then on every task goes to its nearest expert again.
+    nearest = torch.arange(6) % 3
+    assert torch.equal(targets[:6, 0], nearest) and all(torch.equal(targets[:6, k], nearest) for k in range(2, 8))
+    assert len({tuple(path) for path in targets[:6].tolist()}) == 6
+    for k in range(8):
+        assert torch.bincount(targets[:6, k], minlength=3).max() <= 2
     # Crowded: every task next to centre 0; the cap of ceil(6 / 3) tasks per expert spreads them evenly.
     crowded = F.normalize(
         router.centres[:, :1].transpose(0, 1) + 0.1 * torch.randn(6, 8, 8, generator=generator), dim=-1
