@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import kernels
-from kernels import transposed_attention_ref
+from kernels import reference, transposed_attention_ref
 
 pytest.importorskip("triton")
 from kernels.ops.transposed_attention import override_launch_config, transposed_attention_triton
@@ -78,9 +78,12 @@ def test_reference_matches_float64_naive(shape, assert_rel_close):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_reference_on_channels_last_qkv_views(batch, assert_rel_close):
+@pytest.mark.parametrize("min_pixels", [0, 10**9], ids=["pixel-major", "plain"])
+def test_reference_on_channels_last_qkv_views(batch, min_pixels, monkeypatch, assert_rel_close):
     """The CPU path's layout: chunks of a channels_last qkv map (channels innermost) give the float64 loop's
-    values and gradients, and a channels-innermost result, which the model reshapes back without a copy."""
+    values and gradients in both forms of the reference; the pixel-major one returns channels innermost, which
+    the model reshapes back without a copy."""
+    monkeypatch.setattr(reference, "PIXEL_MAJOR_MIN_PIXELS", min_pixels)
     h, c, hw = 2, 8, (7, 9)
     qkv = torch.randn(batch, 3 * h * c, *hw).contiguous(memory_format=torch.channels_last)
     temperature = torch.rand(batch, h) + 0.5
@@ -94,7 +97,9 @@ def test_reference_on_channels_last_qkv_views(batch, assert_rel_close):
     want = grads(lambda x, t: run(naive_float64, x, t), (qkv.double(), temperature.double()), dout.double())
     for name, a, b_ in zip(("out", "dqkv", "dtemperature"), got, want, strict=True):
         assert_rel_close(a, b_, DTEMPERATURE_TOL if name == "dtemperature" else FP32_TOL, name)
-    assert got[0].stride(2) == 1 and got[0].reshape(batch, h * c, *hw).is_contiguous(memory_format=torch.channels_last)
+    if min_pixels == 0:
+        restored = got[0].reshape(batch, h * c, *hw)
+        assert got[0].stride(2) == 1 and restored.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s[:4])) + ("-tBH" if s[4] else "-tH"))
