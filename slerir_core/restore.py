@@ -602,13 +602,13 @@ class _PlanChooser:
             # A plan made by another model (more experts) would index past this model's experts.
             check_routes(plan.routes, restorer.config.num_experts)
         self.given = plan if routes is None or plan is None else plan.with_routes(routes)
-        self.routes, self.plan_per, self.on_plan = routes, opts.plan_per, opts.on_plan
+        self.opts = opts
         self.cache: dict[Any, Plan] = {}
 
     def get(self, index: tuple[int, ...], group: int) -> Plan:
         if self.given is not None:
             key: Any = "given"
-        elif self.plan_per == "stack":
+        elif self.opts.plan_per == "stack":
             key, index = group, middle_index(self.layout.stack_shape)
         else:
             key = (index, group)
@@ -621,10 +621,10 @@ class _PlanChooser:
             plan = self.restorer.plan_plane(
                 plane, self.scaling, self.layout.groups[group], self.layout.describe(index, group)
             )
-            plan = plan if self.routes is None else plan.with_routes(self.routes)
+            plan = plan if self.opts.routes is None else plan.with_routes(self.opts.routes)
         self.cache[key] = plan
-        if self.on_plan is not None:
-            self.on_plan(self._applies_to(key, index, group), plan)
+        if self.opts.on_plan is not None:
+            self.opts.on_plan(self._applies_to(key, index, group), plan)
         return plan
 
     def _applies_to(self, key: Any, index: tuple[int, ...], group: int) -> str:

@@ -247,9 +247,10 @@ def _assign_stage(scores: torch.Tensor, paths: list[tuple[int, ...]], capacity: 
     best = cost(experts)
     while best[0] > 0:
         candidates = []
+        load = [experts.count(e) for e in range(num_experts)]
         for task in range(num_tasks):
             for expert in range(num_experts):
-                if expert != experts[task] and experts.count(expert) < capacity:  # a move
+                if expert != experts[task] and load[expert] < capacity:  # a move
                     candidates.append([expert if t == task else e for t, e in enumerate(experts)])
             for other in range(task + 1, num_tasks):  # a swap
                 if experts[other] != experts[task]:
