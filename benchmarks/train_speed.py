@@ -8,7 +8,7 @@ figures. Each row changes one lever on top of the one before:
 
 * baseline: what issue 10 measured: one process (two torch threads), fp32, every soft-routing expert runs,
   8 crops of 64² a step;
-* + bf16 autocast (where the CPU has native bf16);
+* + bf16 autocast (where the CPU has native bf16), whose steps take the math attention in the extractors;
 * + skip experts under 2 % probability (``model.soft_skip``);
 * default: + two single-threaded processes of 4 crops (``train.cpu_processes: 0``), i.e. the config as shipped;
 * for the routing choice: the default with gradients to every expert (``soft_gradients: all``).

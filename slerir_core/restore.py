@@ -49,6 +49,7 @@ import torch
 from slerir_core.checkpoint import load_model
 from slerir_core.config import STAGES, ModelConfig, load_config
 from slerir_core.errors import ImageError
+from slerir_core.heap import reuse_freed_memory
 from slerir_core.io import MIN_SIDE, Layout, Scaling, is_dask, make_layout, to_array
 from slerir_core.model import SLERIR
 from slerir_core.model.slerir import routes_tensor
@@ -428,6 +429,10 @@ class Restorer:
         opts = self.resolve_options(options, **fields)
         if is_dask(image):
             return self._restore_lazy(image, opts)
+        with reuse_freed_memory():
+            return (yield from self._restore_array(image, opts))
+
+    def _restore_array(self, image: Any, opts: RestoreOptions) -> Generator[tuple[int, int], None, Any]:
         array = to_array(image)
         layout, canon, scaling = self._prepare(array, opts.axes, opts.channels)
         out = np.empty(array.shape, array.dtype)

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from slerir_core.atomic import prepare_folder
 from slerir_core.commands._model_args import add_model_arguments, build_restorer
 from slerir_core.errors import ConfigError, WeightsError
+from slerir_core.heap import reuse_freed_memory
 from slerir_core.io import (
     CHANNEL_MODES,
     IMAGE_SUFFIXES,
@@ -165,7 +166,24 @@ def run(args: argparse.Namespace) -> int:
     jobs, existing = skip_existing(jobs, out_dir, args.save_maps, args.overwrite)
     for source, output in existing:
         print(f"note: {source}: {output} exists; skipped (--overwrite restores it again)", file=sys.stderr)
-    failed, restored = len(failures) + len(refused), 0
+    # One heap for the batch: each file reuses the pages the one before it faulted in.
+    with reuse_freed_memory():
+        restored, failed = restore_jobs(restorer, jobs, args, options)
+    failed += len(failures) + len(refused)
+    skipped = f"; {len(existing)} skipped (outputs exist)" if existing else ""
+    print(
+        f"restored {restored} of {restored + failed + len(existing)} inputs into {out_dir}"
+        + (f"; {failed} failed" if failed else "")
+        + skipped
+    )
+    return 1 if failed else 0
+
+
+def restore_jobs(
+    restorer: Restorer, jobs: list[tuple[Path, Path]], args: argparse.Namespace, options: RestoreOptions
+) -> tuple[int, int]:
+    """Restore each (source, target) job, reporting as it goes; returns (restored, failed) counts."""
+    failed, restored = 0, 0
     for number, (source, target) in enumerate(
         tqdm(jobs, unit="file", disable=args.quiet or len(jobs) < 2, desc="files")
     ):
@@ -187,13 +205,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         restored += 1
         tqdm.write(f"{source} -> {target} ({report})")
-    skipped = f"; {len(existing)} skipped (outputs exist)" if existing else ""
-    print(
-        f"restored {restored} of {restored + failed + len(existing)} inputs into {out_dir}"
-        + (f"; {failed} failed" if failed else "")
-        + skipped
-    )
-    return 1 if failed else 0
+    return restored, failed
 
 
 def parse_routes(text: str | None) -> list[int] | None:

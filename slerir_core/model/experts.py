@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels import routed_depthwise3x3, routed_pointwise, transposed_attention
-from slerir_core.model.blocks import LayerNorm2d, TransformerBlock, to_heads
+from slerir_core.model.blocks import LayerNorm2d, TransformerBlock, from_heads, to_heads
 
 
 def make_expert(channels: int, heads: int, blocks: int, ffn_factor: float, bias: bool, ln_bias: bool) -> nn.Module:
@@ -142,7 +142,7 @@ def _grouped_block(blocks: list[TransformerBlock], x: torch.Tensor, routes: torc
     heads = attn[0].heads
     temperature = _stacked(attn, "temperature")[routes]
     out = transposed_attention(to_heads(q, heads), to_heads(k, heads), to_heads(v, heads), temperature)
-    x = x + _grouped_conv([a.proj for a in attn], out.reshape(x.shape), routes)
+    x = x + _grouped_conv([a.proj for a in attn], from_heads(out, *x.shape[-2:]), routes)
     ffn = [b.ffn for b in blocks]
     h = _grouped_norm([b.norm2 for b in blocks], x, routes)
     hidden = _grouped_conv([f.project_in for f in ffn], h, routes)

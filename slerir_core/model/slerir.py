@@ -181,6 +181,9 @@ class SLERIR(nn.Module):
         pad_h, pad_w = -h % 8, -w % 8
         mode = "reflect" if pad_h < h and pad_w < w else "replicate"
         padded = F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
+        # channels_last throughout: oneDNN's convolutions and the channel layer norms then read the
+        # features as they lie, where a mix of layouts made them copy whole maps between NCHW and NHWC.
+        padded = padded.contiguous(memory_format=torch.channels_last)
         top, left, bottom, right = box
         padded_box = (top, left, top + (bottom - top) * (h + pad_h) / h, left + (right - left) * (w + pad_w) / w)
 

@@ -25,7 +25,9 @@ def grid_sample_prior(prior: torch.Tensor, box: tuple[float, ...], size: tuple[i
 )
 def test_sample_prior_equals_grid_sample(box, size):
     prior = torch.randn(2, 5, 8, 7, dtype=torch.float64)
-    torch.testing.assert_close(sample_prior(prior, box, size), grid_sample_prior(prior, box, size))
+    sampled = sample_prior(prior, box, size)
+    torch.testing.assert_close(sampled, grid_sample_prior(prior, box, size))
+    assert sampled.is_contiguous(memory_format=torch.channels_last)  # the layout of the features it meets
 
 
 def test_a_tile_samples_what_the_whole_image_samples():

@@ -7,8 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+from kernels.reference import PIXEL_MAJOR_MIN_PIXELS
 from slerir_core.config import STAGES
 from slerir_core.model import SLERIR, parameter_counts
+from slerir_core.model.blocks import from_heads, to_heads
 from slerir_core.model.experts import grouped_forward
 
 
@@ -204,3 +206,34 @@ def test_parameter_counts_split_the_model_into_its_parts(tiny_model):
     # Every routed stage holds C experts of one size: the other C - 1 per stage are what one path leaves out.
     assert n["total"] - n["one_path"] == (tiny_model.config.num_experts - 1) * n["experts_on_path"]
     assert n["router"] == sum(p.numel() for p in tiny_model.router.parameters())
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_from_heads_inverts_to_heads_and_keeps_the_layout(layout):
+    x = torch.randn(1, 12, 5, 7).contiguous(memory_format=layout)
+    back = from_heads(to_heads(x, 3), 5, 7)
+    assert torch.equal(back, x)
+    # What oneDNN sees: a convolution of a channels_last map answers channels_last, else it copied to NCHW.
+    y = torch.nn.functional.conv2d(back, torch.randn(4, 12, 1, 1))
+    assert y.is_contiguous(memory_format=torch.channels_last) is (layout == torch.channels_last)
+
+
+def test_large_maps_run_channels_last_through_every_backbone_convolution(tiny_model):
+    """A mix of layouts made oneDNN copy whole maps between NCHW and NHWC. Wherever the attention runs
+    pixel-major, every backbone convolution (stages, injections, resampling, output) answers channels_last,
+    also for a single image. (Smaller maps take the plain attention, whose output is NCHW.)"""
+    answers = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out, name=name: answers.update({name: out}))
+        for name, m in tiny_model.named_modules()
+        if isinstance(m, torch.nn.Conv2d)
+        and not name.startswith(("degradation_extractor", "content_extractor", "glgf"))
+        and not name.endswith(("align", "film"))  # on the small prior map, before sampling
+    ]
+    with torch.no_grad():
+        tiny_model(torch.rand(1, 3, 128, 128))
+    for hook in hooks:
+        hook.remove()
+    large = {name: out for name, out in answers.items() if out.shape[-2:].numel() >= PIXEL_MAJOR_MIN_PIXELS}
+    assert len(large) > 10
+    assert [name for name, out in large.items() if not out.is_contiguous(memory_format=torch.channels_last)] == []

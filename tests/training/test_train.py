@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from slerir_core.checkpoint import load_model, read_metadata
 from slerir_core.cli import main as cli
 from slerir_core.errors import ConfigError
 from training.config import load_experiment, with_overrides
-from training.train import parse_duration, update_prototypes
+from training.train import attention_kernels, parse_duration, update_prototypes
 
 # One validation image per task (and σ) keeps the per-epoch validation cheap; runs whose routes are compared
 # use the same validation set.
@@ -328,3 +329,25 @@ def test_a_log_with_rows_longer_than_its_header_is_truncated_not_fatal(tmp_path)
     log.write_text("step,loss\n1,0.5\n2,0.4,0.9\n3,0.3\n")
     truncate_csv(log, 2)
     assert log.read_text().splitlines() == ["step,loss", "1,0.5", "2,0.4"]
+
+
+def autograd_nodes(t: torch.Tensor) -> set[str]:
+    """Names of the backward functions in the graph that produced ``t``."""
+    names, todo = set(), [t.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and type(node).__name__ not in names:
+            names.add(type(node).__name__)
+            todo.extend(n for n, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_cpu_bf16_steps_take_the_math_attention_whose_backward_is_faster(bf16):
+    q = torch.randn(2, 4, 65, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        default = autograd_nodes(F.scaled_dot_product_attention(q, q, q))
+        with attention_kernels(torch.device("cpu"), bf16):
+            chosen = autograd_nodes(F.scaled_dot_product_attention(q, q, q))
+    assert any("Flash" in name for name in default)
+    assert any("Flash" in name for name in chosen) is not bf16
