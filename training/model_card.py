@@ -22,10 +22,20 @@ MODEL_ROW = "SLER-IR"
 
 
 def training_record(meta: dict[str, str]) -> list[str]:
-    """Markdown lines: stage, steps, crops, device-hours per kind of hardware, hardware, sessions."""
+    """Markdown lines: stage, steps, crops, device-hours per kind of hardware, hardware, sessions, and the
+    weight blend if the file is one."""
     history = json.loads(meta.get("history", "{}"))
     config = json.loads(meta["config"])
     hours = history.get("hours", {})
+    blend = history.get("blend")
+    blended = (
+        [
+            f"| weight blend | {blend['alpha']:.2f} of these steps, {1 - blend['alpha']:.2f} of the weights of step "
+            f"{blend['base_steps']} (`training/blend.py`) |"
+        ]
+        if blend
+        else []
+    )
     return [
         "| | |",
         "|---|---|",
@@ -36,6 +46,7 @@ def training_record(meta: dict[str, str]) -> list[str]:
         "| training hours | " + (", ".join(f"{k.upper()} {v:.2f} h" for k, v in sorted(hours.items())) or "?") + " |",
         f"| hardware | {'; '.join(history.get('hardware', [])) or '?'} |",
         f"| sessions (UTC) | {', '.join(history.get('sessions', [])) or '?'} |",
+        *blended,
     ]
 
 
