@@ -25,13 +25,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
+
+from slerir_core.restore import native_bf16
+from training.state import hardware_name
 
 BASE = ["train.cpu_processes=1", "train.amp=none", "model.soft_skip=0.0", "train.stage1.batch_size=8"]
 ROWS: dict[str, list[str]] = {
@@ -85,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         for name, overrides in ROWS.items():
             rates[name].append(train_rate(overrides, args.steps, args.skip))
     base = statistics.median(rates["baseline (1 process × 2 threads, fp32, all experts)"])
-    print(f"slerir train, compact-synthetic-cpu stage 1, 8 crops of 64² per step ({os.cpu_count()} CPUs)")
+    cpu = torch.device("cpu")
+    bf16 = "native bf16" if native_bf16(cpu) else "no native bf16: amp auto stays fp32, the bf16 rows repeat fp32"
+    print(f"slerir train, compact-synthetic-cpu stage 1, 8 crops of 64² per step ({hardware_name(cpu)}; {bf16})")
     width = max(map(len, ROWS))
     print(f"{'':<{width}}  crops/s  ratio  (rounds: crops/s)")
     for name, values in rates.items():
