@@ -30,8 +30,8 @@ def training_record(meta: dict[str, str]) -> list[str]:
     blend = history.get("blend")
     blended = (
         [
-            f"| weight blend | {blend['alpha']:.2f} of these steps, {1 - blend['alpha']:.2f} of the weights of step "
-            f"{blend['base_steps']} (`training/blend.py`) |"
+            f"| weight blend | {blend['alpha']:.2f} × these weights + {1 - blend['alpha']:.2f} × the weights of step "
+            f"{blend['base_steps']} they continued (`training/blend.py`) |"
         ]
         if blend
         else []

@@ -125,6 +125,8 @@ def load_init(model: SLERIR, path: str | Path) -> dict[str, Any]:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise TrainError(f"{path} does not fit this config's model: {err}") from None
+    # Training on from a blend makes weights of their own: the record keeps the steps and hours, not the blend.
+    history.pop("blend", None)
     return {**new_history(), **history}
 
 

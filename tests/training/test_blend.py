@@ -13,6 +13,7 @@ from slerir_core.errors import WeightsError
 from slerir_core.model import SLERIR
 from training.blend import blend_state, blend_weights, main
 from training.model_card import training_record
+from training.state import load_init
 
 
 @pytest.fixture
@@ -74,12 +75,14 @@ def test_file_blend_restores_between_its_ends_and_records_the_blend(tiny_config,
     history = json.loads(read_metadata(out)["history"])
     assert history["steps"] == 300 and history["blend"] == {"alpha": 0.25, "base_steps": 100}
     assert any(
-        "weight blend | 0.25 of these steps, 0.75 of the weights of step 100" in line
+        "weight blend | 0.25 × these weights + 0.75 × the weights of step 100 they continued" in line
         for line in training_record(read_metadata(out))
     )
     mixed = load_model(out).state_dict()["router.mlp.2.bias"]
     want = 0.75 * a.state_dict()["router.mlp.2.bias"] + 0.25 * b.state_dict()["router.mlp.2.bias"]
     torch.testing.assert_close(mixed, want)
+    continued = load_init(SLERIR(tiny_config), out)
+    assert "blend" not in continued and continued["steps"] == 300
 
 
 def test_weights_of_another_config_are_refused_and_nothing_is_written(tiny_config, tmp_path, capsys):
