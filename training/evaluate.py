@@ -507,9 +507,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         rows[model_row] = evaluate_method(method, cases)
         routing = routing_summary([c.task for c in cases], method.routes, model.config.num_experts)
         if model.glgf is not None and args.data is None:
-            mixed = evaluate_mixed(
-                model, device, mixed_test_set(args.images or DEFAULT_IMAGES, args.size or 128, args.seed)
-            )
+            mixed = evaluate_mixed(model, device, mixed_test_set(images, size, args.seed))
     rows = {name: with_average(scores, columns) for name, scores in rows.items()}
     if any(v.get("average", {}).get("partial") for v in rows.values()):
         notes.append("* average over the columns the method has.")
