@@ -10,10 +10,10 @@
 #                 open_clip does not import, and the project with `pip install --no-deps -e .` (the repo goes
 #                 on PYTHONPATH when that fails); print versions and the GPU
 #   kernel_tests  pytest tests/kernels on the GPU, under a time limit; they decide the training's kernels
-#   train         slerir train --config compact-synthetic --init <shipped weights> --time-budget <N>s, bf16,
-#                 with the Triton kernels if their tests passed, else SLERIR_KERNELS=reference (from scratch
-#                 when the shipped weights are missing; resumed from its last checkpoint with the reference
-#                 ops if a Triton run crashes)
+#   train         slerir train --config compact-synthetic --stage <the weights' stage> --init <shipped weights>
+#                 --time-budget <N>s, bf16, with the Triton kernels if their tests passed, else
+#                 SLERIR_KERNELS=reference (stage 1 from scratch when the shipped weights are missing; resumed
+#                 from its last checkpoint with the reference ops if a Triton run crashes)
 #   pack          the weights (fp16 when fp32 is over 16 MiB) and the run's CSV logs into $OUT
 #   bench         python -m kernels.bench, with whatever time is left
 # The training budget is what is left of --total after setup and tests, less the reserves for the export,
@@ -86,8 +86,9 @@ if ((DRY)); then
     # stalls every op (the dry run took 150 s on two threads and 50 s on one).
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
     OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/device_session_out.XXXXXX")}
-    SETS=(train.amp=bf16 data.crop=32 train.stage1.batch_size=2 data.workers=0 data.val_images=1 data.val_size=32
-        train.log_every=1 train.prototype_batches=1)
+    SETS=(train.amp=bf16 data.crop=32 data.workers=0 data.val_images=1 data.val_size=32 train.log_every=1
+        train.prototype_batches=1)
+    BATCH=2
     TEST_LIMIT=150
     TRAIN_FIXED=10      # seconds: one step on two shared cores
     TRAIN_OVERHEAD=240  # past the budget: start-up, a first step of up to ~30 s on two busy cores
@@ -98,7 +99,8 @@ else
     # The config's GPU batch (32 crops of 128²); 12 of the 16 CPU cores make the degradations on the fly.
     # Checkpoints every 250 steps: if the time limit ever has to kill the run, device_weights.py exports the
     # last one.
-    SETS=(train.amp=bf16 data.crop=128 train.stage1.batch_size=32 data.workers=12 train.checkpoint_every=250)
+    SETS=(train.amp=bf16 data.crop=128 data.workers=12 train.checkpoint_every=250)
+    BATCH=32
     TEST_LIMIT=100
     TRAIN_FIXED=""
     # The budget covers the run from its data set on (the kernel compiles, a validation and the export
@@ -260,13 +262,18 @@ phase_end "$test_status"
 
 # -- training ------------------------------------------------------------------------------------------------
 init_args=()
+STAGE=1
 if [[ -f $INIT ]]; then
     init_args=(--init "$INIT")
-    FACT[init]=$INIT
+    # Weights go on in the stage that trained them: stage-2 weights keep their router and routes frozen.
+    STAGE=$("$PY" -c 'import sys; from slerir_core.checkpoint import read_metadata
+print(read_metadata(sys.argv[1]).get("stage", "1"))' "$INIT") || die "cannot read the stage of $INIT"
+    FACT[init]="$INIT (stage $STAGE)"
 else
-    echo "note: $INIT is missing: training starts from scratch"
+    echo "note: $INIT is missing: stage 1 starts from scratch"
     FACT[init]="none (from scratch)"
 fi
+SETS=("train.stage$STAGE.batch_size=$BATCH" "${SETS[@]}")
 last_row() { [[ -f $1 ]] && tail -n 1 "$1" | cut -d, -f1; }
 mean_rate() {
     # Mean img/s of the last 10 logged rows (the first ones include compiles); the csv module ends rows in \r\n.
@@ -287,7 +294,8 @@ train_run() { # KERNELS [--resume] -> sets TRAIN_RC
     fi
     limit=$((budget + TRAIN_OVERHEAD))
     [[ $kernels == reference ]] && kenv=(SLERIR_KERNELS=reference)
-    local cmd=("$PY" -m slerir_core.cli train --config "$CONFIG" "${init_args[@]}" --time-budget "${budget}s"
+    local cmd=("$PY" -m slerir_core.cli train --config "$CONFIG" --stage "$STAGE" "${init_args[@]}"
+        --time-budget "${budget}s"
         --out "$RUN" "${@:2}")
     ((DRY)) && cmd+=(--device cpu)
     cmd+=(--set "${SETS[@]}")

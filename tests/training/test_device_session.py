@@ -16,6 +16,7 @@ import pytest
 from slerir_core.checkpoint import read_metadata
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "device_session.sh"
+SHIPPED = Path(__file__).parents[2] / "slerir_core" / "weights" / "slerir-compact.safetensors"
 
 
 # ~50 s on two busy cores, most of it one step of the compact model (its extractors see the image and 16
@@ -34,8 +35,10 @@ def test_dry_run_leaves_weights_logs_and_tables_in_out(tmp_path):
     # What the device tool brings back: at most 8 flat files of at most 16 MiB.
     assert len(names) <= 8 and all(p.is_file() and p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
 
+    # The shipped weights go on in the stage that trained them.
+    stage = read_metadata(SHIPPED)["stage"]
     meta = read_metadata(out / "model.safetensors")
-    assert meta["stage"] == "1"
+    assert meta["stage"] == stage and int(meta["steps"]) > int(read_metadata(SHIPPED)["steps"])
     with (out / "train_log.csv").open() as fh:
         assert int(list(csv.DictReader(fh))[-1]["step"]) >= 1
 
@@ -43,4 +46,4 @@ def test_dry_run_leaves_weights_logs_and_tables_in_out(tmp_path):
     assert [p["phase"] for p in session["phases"]] == ["setup", "kernel_tests", "train", "pack", "bench"]
     assert session["dry_run"] and session["phases"][1]["status"].startswith("passed")
     log = (out / "session.log").read_text()
-    assert "device_session.sh summary" in log and "--time-budget 10s" in log
+    assert "device_session.sh summary" in log and f"--stage {stage} --init" in log and "--time-budget 10s" in log
