@@ -295,8 +295,7 @@ train_run() { # KERNELS [--resume] -> sets TRAIN_RC
     limit=$((budget + TRAIN_OVERHEAD))
     [[ $kernels == reference ]] && kenv=(SLERIR_KERNELS=reference)
     local cmd=("$PY" -m slerir_core.cli train --config "$CONFIG" --stage "$STAGE" "${init_args[@]}"
-        --time-budget "${budget}s"
-        --out "$RUN" "${@:2}")
+        --time-budget "${budget}s" --out "$RUN" "${@:2}")
     ((DRY)) && cmd+=(--device cpu)
     cmd+=(--set "${SETS[@]}")
     FACT[train_command]="${kenv[*]}${kenv[*]:+ }slerir ${cmd[*]:3}"
