@@ -184,15 +184,19 @@ else
     export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
     notes+=("editable install failed: the repo is on PYTHONPATH")
 fi
-# One process imports everything the phases need, and checks the one option this script cannot do without
-# (a GPU minute spent on a usage error is lost).
-versions=$("$PY" - 2>"$WORK/probe.log" <<'EOF'
+# One process imports everything the phases need, checks the one option this script cannot do without (a GPU
+# minute spent on a usage error is lost), and reads the stage to train in: weights go on in the stage that
+# trained them (stage-2 weights keep their router and routes frozen); without weights, stage 1 from scratch.
+probe=$("$PY" - "$INIT" 2>"$WORK/probe.log" <<'EOF'
 import argparse
 import platform
+import sys
+from pathlib import Path
 
 import open_clip
 import torch
 
+from slerir_core.checkpoint import read_metadata
 from training.train import add_arguments
 
 parser = argparse.ArgumentParser()
@@ -210,11 +214,14 @@ print(
     f"python {platform.python_version()}, torch {torch.__version__}, triton {triton_version}, "
     f"open_clip {open_clip.__version__}, cuda {int(torch.cuda.is_available())}, gpu {gpu}"
 )
+init = Path(sys.argv[1])
+print(read_metadata(init).get("stage", "1") if init.is_file() else 1)
 EOF
 ) || {
     cat "$WORK/probe.log"
     die "the setup check failed"
 }
+{ read -r versions; read -r STAGE; } <<<"$probe"
 echo "$versions"
 FACT[versions]=$versions
 FACT[commit]=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -262,12 +269,8 @@ phase_end "$test_status"
 
 # -- training ------------------------------------------------------------------------------------------------
 init_args=()
-STAGE=1
 if [[ -f $INIT ]]; then
     init_args=(--init "$INIT")
-    # Weights go on in the stage that trained them: stage-2 weights keep their router and routes frozen.
-    STAGE=$("$PY" -c 'import sys; from slerir_core.checkpoint import read_metadata
-print(read_metadata(sys.argv[1]).get("stage", "1"))' "$INIT") || die "cannot read the stage of $INIT"
     FACT[init]="$INIT (stage $STAGE)"
 else
     echo "note: $INIT is missing: stage 1 starts from scratch"

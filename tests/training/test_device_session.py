@@ -36,9 +36,9 @@ def test_dry_run_leaves_weights_logs_and_tables_in_out(tmp_path):
     assert len(names) <= 8 and all(p.is_file() and p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
 
     # The shipped weights go on in the stage that trained them.
-    stage = read_metadata(SHIPPED)["stage"]
-    meta = read_metadata(out / "model.safetensors")
-    assert meta["stage"] == stage and int(meta["steps"]) > int(read_metadata(SHIPPED)["steps"])
+    shipped, meta = read_metadata(SHIPPED), read_metadata(out / "model.safetensors")
+    stage = shipped["stage"]
+    assert meta["stage"] == stage and int(meta["steps"]) > int(shipped["steps"])
     with (out / "train_log.csv").open() as fh:
         assert int(list(csv.DictReader(fh))[-1]["step"]) >= 1
 
