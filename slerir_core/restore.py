@@ -53,7 +53,15 @@ from slerir_core.heap import reuse_freed_memory
 from slerir_core.io import MIN_SIDE, Layout, Scaling, is_dask, make_layout, to_array
 from slerir_core.model import SLERIR
 from slerir_core.model.slerir import routes_tensor
-from slerir_core.tiling import TileGrid, chunk_reach, meets, merge_chunks, middle_index, planning_view
+from slerir_core.tiling import (
+    TileGrid,
+    chunk_reach,
+    meets,
+    merge_chunks,
+    middle_index,
+    planning_view,
+    routing_mosaic,
+)
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "slerir-compact.safetensors"
 DEFAULT_CONFIG = "compact"
@@ -361,10 +369,18 @@ class Restorer:
     def plan_plane(self, plane: Any, scaling: Scaling, group: tuple[int, int], source: str) -> Plan:
         """Plan one 2-D image ``plane`` (canonical ``(Y, X, C)``, numpy or dask) from channels ``group``."""
         x = planning_view(plane, scaling, group)
-        tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(self.device)
+        routing = None
+        if x.shape[:2] != plane.shape[:2]:
+            routing = routing_mosaic(plane, scaling, group, self.model.degradation_extractor.image_size)
         with self._autocast():
-            info = self.model.analyse(tensor.expand(-1, 3, -1, -1))
+            info = self.model.analyse(self._tensor(x), routing_view=None if routing is None else self._tensor(routing))
         return self._plan_from(info, source)
+
+    def _tensor(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W, 1 or 3) float32 -> (1, 3, H, W) on the device, grey repeated over the three channels."""
+        return (
+            torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(self.device).expand(-1, 3, -1, -1)
+        )
 
     def _plan_from(self, info: dict[str, torch.Tensor], source: str) -> Plan:
         """Turn ``SLERIR.analyse`` output for one image into a Plan."""

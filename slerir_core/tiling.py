@@ -4,7 +4,8 @@ A restoration runs the network on overlapping tiles (``TileGrid``) whose outputs
 raised-cosine ramps normalised per axis, so every pixel's weights add up to one. A dask chunk runs the tiles
 of the whole image's grid that touch it (``meets``), reading a margin as deep as they reach
 (``chunk_reach``) from chunks merged to at least a tile (``merge_chunks``). Planning sees the whole image
-block-averaged down to ``PLAN_SIDE`` (``planning_view``).
+block-averaged down to ``PLAN_SIDE`` (``planning_view``), while the router reads windows of it at full
+resolution (``routing_mosaic``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from slerir_core.io import Scaling
 
 PLAN_SIDE = 1024
 """Longest side of the view a plan is computed on (the extractors see 32-224 px views anyway)."""
+ROUTING_WINDOWS = 8
+"""Most windows per side that the router reads of an image (``window_starts``)."""
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
@@ -117,6 +120,36 @@ def planning_view(plane: Any, scaling: Scaling, group: tuple[int, int], side: in
         strip = scaling.to_unit(np.asarray(plane[r0:r1, : w * fx]), group)
         out[r0 // fy : r1 // fy] = strip.reshape((r1 - r0) // fy, fy, w, fx, -1).mean(axis=(1, 3))
     return out
+
+
+def window_starts(side: int, window: int, most: int = ROUTING_WINDOWS) -> list[int]:
+    """Starts of evenly spaced windows along a side: as many as cover it, at most ``most``, the last flush with
+    the end; a side no longer than the window has one, at 0."""
+    if side <= window:
+        return [0]
+    n = min(most, math.ceil(side / window))
+    return [round(i * (side - window) / (n - 1)) for i in range(n)]
+
+
+def routing_mosaic(plane: Any, scaling: Scaling, group: tuple[int, int], window: tuple[int, int]) -> np.ndarray:
+    """The windows the router reads of a 2-D image (``SLERIR.degradation_embedding``), cut at full resolution
+    and laid side by side, as float32 in [0, 1]: cut into windows again, the mosaic gives back the same ones.
+
+    For an image planned on a reduced view (``planning_view``), whose block averages would show noise grain
+    and blur at a fraction of their size. A dask plane is read window by window.
+    """
+    (h, w), (wh, ww) = plane.shape[:2], window
+    lh, lw = min(h, wh), min(w, ww)
+    return np.concatenate(
+        [
+            np.concatenate(
+                [scaling.to_unit(np.asarray(plane[y : y + lh, x : x + lw]), group) for x in window_starts(w, ww)],
+                axis=1,
+            )
+            for y in window_starts(h, wh)
+        ],
+        axis=0,
+    )
 
 
 def meets(span: tuple[int, int], start: int, stop: int) -> bool:

@@ -39,6 +39,9 @@ class DataConfig:
     Attributes:
         type: ``synthetic`` (clean crops degraded on the fly) or ``folders`` (the PromptIR layout under ``root``).
         tasks: degradation names, in label order (``slerir_core.degradations.TASKS`` names).
+        route_groups: tasks that share one routing path in stage 1's routing-consistency targets (the same
+            degradation in two domains, which the degradation extractor cannot tell apart); a task in no
+            group has a path of its own.
         root: data folder for ``folders`` (see ``training/datasets.py`` for the layout).
         crop: training crop size (128 in the paper).
         noise_sigmas: Gaussian noise levels (0-255 scale) drawn uniformly for the ``noise`` task, as PromptIR
@@ -54,6 +57,7 @@ class DataConfig:
 
     type: str = "synthetic"
     tasks: tuple[str, ...] = ("noise", "rain", "haze", "blur", "lowlight")
+    route_groups: tuple[tuple[str, ...], ...] = ()
     root: str | None = None
     crop: int = 128
     noise_sigmas: tuple[float, ...] = (15.0, 25.0, 50.0)
@@ -68,6 +72,10 @@ class DataConfig:
         require(len(self.tasks) >= 1 and len(set(self.tasks)) == len(self.tasks), "tasks must be distinct, >= 1")
         unknown = [t for t in self.tasks if t not in TASKS]
         require(not unknown, f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+        grouped = [t for group in self.route_groups for t in group]
+        strangers = sorted(set(grouped) - set(self.tasks))
+        require(not strangers, f"route_groups name task(s) {strangers} that are not in tasks")
+        require(len(set(grouped)) == len(grouped) and all(self.route_groups), "route groups: one per task, none empty")
         require(self.type != "folders" or self.root is not None, "type 'folders' needs root")
         require(self.crop >= 16 and self.crop % 8 == 0, "crop must be a multiple of 8, at least 16")
         require(all(s > 0 for s in self.noise_sigmas), "noise_sigmas must be > 0")
@@ -75,6 +83,13 @@ class DataConfig:
         require(0.0 <= self.composite_prob <= 1.0, "composite_prob must be in [0, 1]")
         require(self.workers >= 0 and self.val_images >= 0, "workers and val_images must be >= 0")
         require(self.val_size >= 16, "val_size must be >= 16")
+
+    def route_group_index(self) -> list[int]:
+        """The route group of each task, in task order (groups numbered from 0, a lone task its own group)."""
+        group_of = {task: i for i, group in enumerate(self.route_groups) for task in group}
+        lone = [t for t in self.tasks if t not in group_of]
+        group_of.update({task: len(self.route_groups) + i for i, task in enumerate(lone)})
+        return [group_of[t] for t in self.tasks]
 
 
 @dataclass(frozen=True)

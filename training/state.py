@@ -130,6 +130,23 @@ def load_init(model: SLERIR, path: str | Path) -> dict[str, Any]:
     return {**new_history(), **history}
 
 
+def recorded_stage(path: str | Path) -> int | None:
+    """The training stage that produced a weights file or a training state, ``None`` where it does not say
+    (or cannot be read: ``load_init`` reports that)."""
+    from slerir_core.checkpoint import read_metadata
+    from slerir_core.errors import WeightsError
+
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            stage = read_metadata(path).get("stage")
+        else:
+            stage = torch.load(path, map_location="cpu", weights_only=True).get("stage")
+    except (WeightsError, OSError, RuntimeError, AttributeError):
+        return None
+    return int(stage) if str(stage) in ("1", "2") else None
+
+
 def new_history() -> dict[str, Any]:
     """The training record carried from run to run: optimiser steps, crops seen, device-hours per kind of
     hardware, the hardware and the dates of the sessions (UTC)."""

@@ -29,7 +29,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +69,7 @@ from training.state import (
     load_init,
     load_state,
     new_history,
+    recorded_stage,
     restore_rng,
     save_state,
     state_digest,
@@ -270,8 +271,7 @@ def refit_prototypes(
         items = [dataset[i] for i in sampler.batch(first_step + k)]
         x = torch.stack([d for d, _, _ in items]).to(rt.device)
         labels = torch.tensor([lab for _, _, lab in items], device=rt.device)
-        cls, _ = model.degradation_extractor(x)
-        f, _ = model.router(cls)
+        f, _ = model.router(model.degradation_embedding(x))
         f, labels = all_gather_cat(f, rt), all_gather_cat(labels, rt)
         sums.index_add_(0, labels, f.float())
         counts += torch.bincount(labels, minlength=protos.shape[0]).float()
@@ -289,6 +289,7 @@ class Trainee:
     centre_gen: torch.Generator
     start: int = 0
     history: dict[str, Any] = field(default_factory=new_history)
+    route_targets: torch.Tensor | None = None  # (T, K), fixed once every task has a prototype
 
 
 def build_trainee(job: Job, rt: Runtime, resume_state: dict[str, Any] | None) -> Trainee:
@@ -333,6 +334,8 @@ def restore_trainee(trainee: Trainee, state: dict[str, Any], job: Job, rt: Runti
     restore_rng(state["rng"])
     trainee.start = int(state["data_position"])
     trainee.history = {**new_history(), **state.get("history", {})}
+    if state.get("route_targets") is not None:
+        trainee.route_targets = state["route_targets"].to(rt.device)
     if state["config"] != job.exp.to_dict() and rt.primary:
         print(
             f"warning: {job.out / CHECKPOINT} was written with another config; continuing with the new one",
@@ -429,6 +432,23 @@ def _finish(
     return out
 
 
+def routing_targets(job: Job, trainee: Trainee) -> torch.Tensor:
+    """Each task's expert per stage for the routing-consistency term: assigned from the task prototypes and
+    then kept for the rest of the stage.
+
+    They are fixed as soon as every task has a prototype. Assigned anew at every step, they moved with the
+    prototypes and the centres, the router chased them, and routes kept changing for the whole of stage 1
+    (in one run haze took six paths in twelve validations). Tasks of one ``data.route_groups`` entry share
+    their targets.
+    """
+    if trainee.route_targets is not None:
+        return trainee.route_targets
+    targets = trainee.model.router.assign_tasks(trainee.model.task_prototypes, job.exp.data.route_group_index())
+    if bool((targets >= 0).all()):
+        trainee.route_targets = targets
+    return targets
+
+
 def _train_step(
     job: Job, rt: Runtime, trainee: Trainee, net: nn.Module, batch: tuple[torch.Tensor, ...]
 ) -> dict[str, float]:
@@ -446,13 +466,15 @@ def _train_step(
     loss = l1
     if job.stage == 1 and cfg.hc_alpha > 0:
         f, all_labels = with_other_ranks(info["embeddings"].float(), labels, rt)
-        hc = hyperspherical_contrastive_loss(f, all_labels, cfg.hc_margin)
+        # Tasks that share a route are one degradation to the contrastive loss too: pushed apart by it, they
+        # would be pulled away from the path the routing-consistency term gives them both.
+        groups = torch.tensor(job.exp.data.route_group_index(), device=all_labels.device)
+        hc = hyperspherical_contrastive_loss(f, groups[all_labels], cfg.hc_margin)
         # Each rank differentiates its own rows and DDP averages the ranks: scaled back to the whole gradient.
         loss = loss + cfg.hc_alpha * rt.world_size * hc
         values["hc"] = hc
     if job.stage == 1 and cfg.route_alpha > 0:
-        targets = model.router.assign_tasks(model.task_prototypes)
-        route = routing_consistency_loss(info["probs"], labels, targets)
+        route = routing_consistency_loss(info["probs"], labels, routing_targets(job, trainee))
         loss = loss + cfg.route_alpha * route
         values["route"] = route
     optimizer.zero_grad(set_to_none=True)
@@ -529,7 +551,15 @@ def _loop(
         "finished": step == job.total_steps,
         "out_of_time": out_of_time and step < job.total_steps,
         "last": logs,
+        "route_targets": route_paths(job.exp.data.tasks, trainee.route_targets),
     }
+
+
+def route_paths(tasks: Sequence[str], targets: torch.Tensor | None) -> dict[str, str]:
+    """Each task's routing-consistency target as a path (``0-2-1-...``), for the run summary."""
+    if targets is None:
+        return {}
+    return {task: "-".join(map(str, path)) for task, path in zip(tasks, targets.tolist(), strict=True)}
 
 
 def _timed_validation(model: SLERIR, val_cases: list[Any], step: int, rt: Runtime, log: RunLog, job: Job) -> float:
@@ -561,6 +591,7 @@ def _checkpoint(job: Job, rt: Runtime, trainee: Trainee, step: int) -> None:
             "rng": rng,
             "config": job.exp.to_dict(),
             "history": trainee.history,
+            "route_targets": trainee.route_targets,
         },
     )
 
@@ -571,7 +602,12 @@ def _checkpoint(job: Job, rt: Runtime, trainee: Trainee, step: int) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``slerir train``."""
     parser.add_argument("--config", required=True, help="training config: a name in training/configs or a YAML path")
-    parser.add_argument("--stage", type=int, choices=(1, 2), help="training stage (default: train.stage)")
+    parser.add_argument(
+        "--stage",
+        type=int,
+        choices=(1, 2),
+        help="training stage (default: the stage --init's weights record, else train.stage)",
+    )
     parser.add_argument("--steps", type=int, help="optimiser steps of the stage (overrides its epochs)")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<name>-stage<k>)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt if it exists")
@@ -637,7 +673,11 @@ def resolve_args(args: argparse.Namespace) -> tuple[ExperimentConfig, int, Path]
         if not sep:
             raise TrainError(f"--set expects KEY=VALUE, got {item!r}")
         changes[key] = _parse_value(value)
-    stage = args.stage or int(changes.get("train.stage", exp.train.stage))
+    # Weights to continue from train on in the stage they were trained in, unless the command says otherwise:
+    # continuing a stage-2 file in stage 1 would unfreeze the routes it was trained for.
+    stage = args.stage or int(
+        changes.get("train.stage") or (args.init and recorded_stage(args.init)) or exp.train.stage
+    )
     if args.steps is not None:
         changes[f"train.stage{stage}.steps"] = args.steps
     if args.device is not None:

@@ -29,6 +29,7 @@ from torch import nn
 
 from slerir_core.config import ExtractorConfig
 from slerir_core.errors import ExtractorError
+from slerir_core.tiling import window_starts
 
 _CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"
 open_clip.add_model_config(_CLIP_CONFIG_DIR)
@@ -219,3 +220,20 @@ def crops(images: torch.Tensor, grid: int, size: tuple[int, int]) -> torch.Tenso
     sh, sw = size
     x = F.interpolate(images.float(), size=(grid * sh, grid * sw), mode="bilinear", antialias=True, align_corners=False)
     return x.reshape(b, c, grid, sh, grid, sw).permute(0, 2, 4, 1, 3, 5).reshape(b * grid * grid, c, sh, sw)
+
+
+def windows(images: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    """Windows of ``size`` cut from (B, C, H, W) images at their own scale, evenly spaced on a grid that covers
+    each image (``slerir_core.tiling.window_starts``: at most 8 per side, neighbours overlapping where a side
+    is not a multiple of the window). A side no longer than the window is taken whole (the extractor resizes
+    it).
+
+    Returns:
+        (B * n, C, h, w) windows, image by image and row-major within an image, and n, windows per image.
+    """
+    (h, w), (sh, sw) = images.shape[-2:], size
+    lh, lw = min(h, sh), min(w, sw)
+    cut = torch.stack(
+        [images[..., y : y + lh, x : x + lw] for y in window_starts(h, sh) for x in window_starts(w, sw)], dim=1
+    )
+    return cut.flatten(0, 1), cut.shape[1]

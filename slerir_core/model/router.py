@@ -9,6 +9,7 @@ uniform clustering (``update_centres``), never by gradients.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -138,9 +139,13 @@ class Router(nn.Module):
         return f, self.probabilities(f)
 
     @torch.no_grad()
-    def assign_tasks(self, prototypes: torch.Tensor) -> torch.Tensor:
+    def assign_tasks(self, prototypes: torch.Tensor, groups: Sequence[int] | None = None) -> torch.Tensor:
         """Give each training task one expert per stage: nearby tasks share experts, every task gets a path
         of its own where there are enough paths, and the tasks are spread evenly over each stage's experts.
+
+        With ``groups``, the tasks of one group (one degradation seen in two domains, say) are assigned as one,
+        by the mean of their prototypes, and share a path: a router cannot keep apart what the degradation
+        extractor cannot tell apart, and asking it to only makes both tasks' routes flip from image to image.
 
         Stage by stage, (task, expert) pairs are taken greedily by the cosine between the task's prototype
         (its mean routing vector) and the expert's centre, each expert taking at most ``ceil(T / C)`` tasks.
@@ -150,10 +155,15 @@ class Router(nn.Module):
 
         Args:
             prototypes: (T, K, d) per-task mean routing vectors; all-zero rows are tasks not seen yet.
+            groups: the group of each task (``T`` indices from 0); by default every task is its own group.
 
         Returns:
-            (T, K) expert indices, -1 for unseen tasks.
+            (T, K) expert indices, -1 for unseen tasks (for tasks of a group none of whose tasks was seen).
         """
+        if groups is not None:
+            index = torch.as_tensor(list(groups), dtype=torch.long, device=prototypes.device)
+            merged = torch.zeros(int(index.max()) + 1, *prototypes.shape[1:], device=prototypes.device)
+            return self.assign_tasks(merged.index_add_(0, index, prototypes.float()))[index]
         seen = (prototypes.flatten(1).abs().sum(dim=1) > 0).nonzero().squeeze(1).tolist()
         targets = torch.full(prototypes.shape[:2], -1, dtype=torch.long)
         if not seen:

@@ -11,7 +11,7 @@ import torch
 from slerir_core.config import ExtractorConfig, load_config
 from slerir_core.errors import ExtractorError
 from slerir_core.model import SLERIR
-from slerir_core.model.extractors import ClipImageEncoder, DaClipEncoder, crops
+from slerir_core.model.extractors import ClipImageEncoder, DaClipEncoder, crops, windows
 
 
 def test_registered_tower_outputs_cls_and_tokens():
@@ -68,6 +68,20 @@ def write_daclip_checkpoint(path, zero_scale: float) -> dict[str, torch.Tensor]:
         state[f"visual_control.transformer.zero_modules.{i}.bias"] = zero_scale * torch.randn(width)
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
     return state
+
+
+def test_windows_cover_the_image_at_its_own_scale():
+    images = torch.rand(2, 3, 100, 150)
+    cut, n = windows(images, (32, 32))
+    # Four windows down and five across, evenly spaced, the last flush with the edge.
+    assert n == 20 and cut.shape == (40, 3, 32, 32)
+    assert torch.equal(cut[0], images[0, :, :32, :32]) and torch.equal(cut[1], images[0, :, :32, 30:62])
+    assert torch.equal(cut[19], images[0, :, 68:, 118:]) and torch.equal(cut[20], images[1, :, :32, :32])
+    # A side no longer than the window is taken whole; an image the window's size is one window, itself.
+    cut, n = windows(images[..., :20, :], (32, 32))
+    assert n == 5 and cut.shape == (10, 3, 20, 32)
+    cut, n = windows(images[..., :32, :32], (32, 32))
+    assert n == 1 and torch.equal(cut, images[..., :32, :32])
 
 
 def test_daclip_checkpoint_loads_and_controller_steers_content(tmp_path):

@@ -25,6 +25,23 @@ def test_any_size_round_trips(tiny_model, size):
     assert torch.allclose(info["degradation_map"].sum(dim=1), torch.ones(2, 4, 4), atol=1e-5)
 
 
+def test_routing_reads_windows_at_the_images_own_scale(tiny_model):
+    tiny_model.eval()
+    side = tiny_model.degradation_extractor.image_size[0]
+    x = torch.rand(2, 3, 2 * side, 2 * side)
+    quadrants = [x[..., i * side : (i + 1) * side, j * side : (j + 1) * side] for i in (0, 1) for j in (0, 1)]
+    with torch.no_grad():
+        expected = torch.stack([tiny_model.degradation_extractor(q)[0] for q in quadrants]).mean(dim=0)
+        torch.testing.assert_close(tiny_model.degradation_embedding(x), expected)
+        _, probs = tiny_model.router(expected)
+        info = tiny_model.analyse(x)
+        torch.testing.assert_close(info["probs"], probs)
+        # Not the whole image resized to the extractor's input, which would show the pixels at half scale.
+        assert not torch.allclose(tiny_model.degradation_embedding(x), tiny_model.degradation_extractor(x)[0])
+        one = x[..., :side, :side]
+        torch.testing.assert_close(tiny_model.degradation_embedding(one), tiny_model.degradation_extractor(one)[0])
+
+
 def expert_grads(model: SLERIR) -> dict[tuple[str, int], bool]:
     return {
         (name, j): any(p.grad is not None and p.grad.abs().sum() > 0 for p in expert.parameters())

@@ -18,8 +18,17 @@ from slerir_core.config import load_config
 from slerir_core.errors import ImageError, WeightsError
 from slerir_core.io import Scaling, make_layout
 from slerir_core.model import SLERIR
+from slerir_core.model.extractors import windows
 from slerir_core.restore import Plan, RestoreOptions, Restorer, native_bf16, resolve_device
-from slerir_core.tiling import TileGrid, blend_weights, planning_view, tile_spans
+from slerir_core.tiling import (
+    PLAN_SIDE,
+    TileGrid,
+    blend_weights,
+    planning_view,
+    routing_mosaic,
+    tile_spans,
+    window_starts,
+)
 
 # Tiled and untiled results differ because MDTA attends over all pixels of what it is given (a tile or the
 # image): measured mean |difference| ~0.015 of the range for the untrained tiny model, whose output differs
@@ -170,6 +179,28 @@ def test_planning_view_block_averages_large_images():
     view = planning_view(plane, scaling, (0, 3), side=16)  # blocks of 4 rows x 3 columns
     expected = scaling.to_unit(plane[:48, :39], (0, 3)).reshape(12, 4, 13, 3, 3).mean(axis=(1, 3))
     assert view.shape == (12, 13, 3) and np.allclose(view, expected, atol=1e-6)
+
+
+def test_routing_mosaic_gives_back_the_windows_at_full_resolution():
+    plane = np.random.default_rng(1).random((100, 150, 3)).astype(np.float32)
+    scaling = Scaling.fit(plane, make_layout(plane.shape))
+    mosaic = routing_mosaic(plane, scaling, (0, 3), (32, 32))
+    assert mosaic.shape == (128, 160, 3)  # 4 x 5 windows
+    again, n = windows(torch.from_numpy(mosaic.transpose(2, 0, 1))[None], (32, 32))
+    direct, m = windows(torch.from_numpy(scaling.to_unit(plane, (0, 3)).transpose(2, 0, 1))[None], (32, 32))
+    assert n == m == 20 and torch.equal(again, direct)
+    assert window_starts(1000, 32) == [0, 138, 277, 415, 553, 691, 830, 968]  # at most eight a side
+
+
+def test_a_large_image_is_routed_on_windows_at_full_resolution(restorer):
+    side = PLAN_SIDE + 64
+    checkerboard = np.indices((side, side)).sum(axis=0) % 2  # one-pixel squares, which block averages erase
+    image = np.repeat(0.3 + 0.4 * checkerboard[..., None], 3, axis=2).astype(np.float32)
+    plan = restorer.plan(image, channels="rgb")
+    view = planning_view(image, Scaling.fit(image, make_layout(image.shape)), (0, 3))
+    assert view.shape[0] < side and np.allclose(view, 0.5, atol=1e-6)
+    # Routed on the view, the plan would be that of flat grey; the router sees the squares.
+    assert not np.allclose(plan.probs, restorer.plan(view, channels="rgb").probs, atol=1e-4)
 
 
 # -- tiles agree with the whole image, without seams -------------------------------------------------

@@ -144,3 +144,19 @@ def test_tasks_are_assigned_to_nearby_experts_evenly_on_paths_of_their_own():
     spread = router.assign_tasks(crowded)
     for k in range(8):
         assert torch.bincount(spread[:, k], minlength=3).tolist() == [2, 2, 2]
+
+
+def test_grouped_tasks_share_a_path_and_groups_part():
+    router = make_router(per_layer_centres=True)
+    generator = torch.Generator().manual_seed(5)
+    protos = F.normalize(torch.randn(7, 8, 8, generator=generator), dim=-1)
+    protos[6] = 0  # not seen, but its group was
+    groups = [0, 1, 2, 0, 3, 3, 1]
+    targets = router.assign_tasks(protos, groups)
+    for a, b in ((0, 3), (4, 5), (1, 6)):
+        assert torch.equal(targets[a], targets[b])
+    paths = {tuple(targets[t].tolist()) for t in (0, 1, 2, 4)}
+    assert len(paths) == 4 and -1 not in targets
+    # A group is assigned as one task at its tasks' mean would be.
+    means = F.normalize(torch.stack([protos[0] + protos[3], protos[1], protos[2], protos[4] + protos[5]]), dim=-1)
+    assert torch.equal(router.assign_tasks(means), targets[[0, 1, 2, 4]])

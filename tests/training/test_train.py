@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,8 +20,9 @@ from safetensors.torch import load_file
 from slerir_core.checkpoint import load_model, read_metadata
 from slerir_core.cli import main as cli
 from slerir_core.errors import ConfigError
+from slerir_core.model import SLERIR
 from training.config import load_experiment, with_overrides
-from training.train import attention_kernels, parse_duration, update_prototypes
+from training.train import attention_kernels, parse_duration, routing_targets, update_prototypes
 
 # One validation image per task (and σ) keeps the per-epoch validation cheap; runs whose routes are compared
 # use the same validation set.
@@ -255,6 +257,29 @@ def test_cpu_processes_train_as_identical_ranks(tmp_path):
     assert summary["history"]["crops"] == 3 * 4 * 2
 
 
+def test_weights_train_on_in_the_stage_they_record(stage1, tmp_path):
+    stage2 = tmp_path / "stage2"
+    assert (
+        train("--stage", "2", "--init", str(stage1 / "model.safetensors"), "--steps", "2", "--out", str(stage2), *QUICK)
+        == 0
+    )
+    for init, stage in (
+        (stage2 / "model.safetensors", "2"),
+        (stage2 / "checkpoint.pt", "2"),
+        (stage1 / "model.safetensors", "1"),
+    ):
+        out = tmp_path / f"from-{init.parent.name}-{init.suffix[1:]}"
+        assert train("--init", str(init), "--steps", "1", "--out", str(out), "--set", "data.val_images=0") == 0
+        assert read_metadata(out / "model.safetensors")["stage"] == stage
+    # --stage still decides.
+    out = tmp_path / "restaged"
+    assert (
+        train("--stage", "1", "--init", str(stage2 / "model.safetensors"), "--steps", "1", "--out", str(out), *QUICK)
+        == 0
+    )
+    assert read_metadata(out / "model.safetensors")["stage"] == "1"
+
+
 def test_a_failing_cpu_rank_gives_the_exit_code(tmp_path, capsys):
     out = tmp_path / "bad"
     sets = ["train.cpu_processes=2", "data.val_images=0"]
@@ -266,6 +291,58 @@ def test_routing_consistency_term_is_logged_when_weighted(tmp_path):
     assert train("--steps", "3", "--out", str(out), "--set", "model.route_alpha=1.0", "data.val_images=0") == 0
     last = json.loads((out / "summary.json").read_text())["last"]
     assert last["route"] > 0 and last["loss"] > last["l1"] + last["hc"]
+
+
+def test_contrastive_loss_treats_a_route_group_as_one_degradation(tmp_path):
+    everything = "data.route_groups=[[noise, rain, haze, blur, lowlight]]"
+    for name, sets, has_negatives in (("apart", [], True), ("together", [everything], False)):
+        out = tmp_path / name
+        assert train("--steps", "1", "--out", str(out), "--set", "data.val_images=0", *sets) == 0
+        hc = json.loads((out / "summary.json").read_text())["last"]["hc"]
+        assert (hc > 0) == has_negatives  # one group: no negative pairs, no signal
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [([["noise", "micro_noise"]], "micro_noise"), ([["noise", "rain"], ["rain"]], "one per task"), ([[]], "empty")],
+)
+def test_bad_route_groups_are_config_errors(groups, message):
+    with pytest.raises(ConfigError, match=message):
+        with_overrides(load_experiment("tiny-synthetic"), **{"data.route_groups": groups})
+
+
+def test_routing_targets_are_fixed_once_every_task_is_seen():
+    exp = with_overrides(load_experiment("tiny-synthetic"), **{"data.route_groups": [["noise", "blur"]]})
+    job = SimpleNamespace(exp=exp)
+    model = SLERIR(exp.model)
+    centres = model.router.centres  # (K, C, d): task t starts next to expert t % 3 at every stage
+    model.task_prototypes.copy_(centres[:, torch.arange(5) % 3].transpose(0, 1))
+    model.task_prototypes[4] = 0  # low light not seen yet: nothing is fixed
+    trainee = SimpleNamespace(model=model, route_targets=None)
+    assert bool((routing_targets(job, trainee)[4] == -1).all()) and trainee.route_targets is None
+    model.task_prototypes[4] = centres[:, 1]
+    fixed = routing_targets(job, trainee)
+    assert trainee.route_targets is fixed and torch.equal(fixed[0], fixed[3])  # noise and blur: one path
+    assert len({tuple(path) for path in fixed.tolist()}) == 4
+    # The prototypes move on (every task next to another expert); the targets stay, though a fresh
+    # assignment would now differ.
+    model.task_prototypes.copy_(centres[:, (torch.arange(5) + 1) % 3].transpose(0, 1))
+    assert torch.equal(routing_targets(job, trainee), fixed)
+    assert not torch.equal(routing_targets(job, SimpleNamespace(model=model, route_targets=None)), fixed)
+
+
+def test_resumed_run_keeps_its_routing_targets(tmp_path):
+    out = tmp_path / "targets"
+    sets = ["model.route_alpha=1.0", "data.val_images=0"]  # batch 10: every task in the first step
+    assert train("--steps", "4", "--stop-at", "2", "--out", str(out), "--set", *sets) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["route_targets"].shape == (5, 8) and bool((state["route_targets"] >= 0).all())
+    # Targets no assignment would give (every task on one path) show that the resumed run reads them back.
+    state["route_targets"] = torch.ones_like(state["route_targets"])
+    torch.save(state, out / "checkpoint.pt")
+    assert train("--steps", "4", "--resume", "--out", str(out), "--set", *sets) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["route_targets"].values()) == {"1-1-1-1-1-1-1-1"}
 
 
 def test_killing_a_cpu_ranks_run_ends_its_ranks(tmp_path):
