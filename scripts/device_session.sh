@@ -191,12 +191,11 @@ probe=$("$PY" - "$INIT" 2>"$WORK/probe.log" <<'EOF'
 import argparse
 import platform
 import sys
-from pathlib import Path
 
 import open_clip
 import torch
 
-from slerir_core.checkpoint import read_metadata
+from training.state import recorded_stage
 from training.train import add_arguments
 
 parser = argparse.ArgumentParser()
@@ -214,8 +213,7 @@ print(
     f"python {platform.python_version()}, torch {torch.__version__}, triton {triton_version}, "
     f"open_clip {open_clip.__version__}, cuda {int(torch.cuda.is_available())}, gpu {gpu}"
 )
-init = Path(sys.argv[1])
-print(read_metadata(init).get("stage", "1") if init.is_file() else 1)
+print(recorded_stage(sys.argv[1]) or 1)
 EOF
 ) || {
     cat "$WORK/probe.log"

@@ -141,7 +141,8 @@ def recorded_stage(path: str | Path) -> int | None:
         if path.suffix == ".safetensors":
             stage = read_metadata(path).get("stage")
         else:
-            stage = torch.load(path, map_location="cpu", weights_only=True).get("stage")
+            # Memory-mapped: only the small entries are read, not the tensors load_init reads next.
+            stage = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("stage")
     except (WeightsError, OSError, RuntimeError, AttributeError):
         return None
     return int(stage) if str(stage) in ("1", "2") else None
