@@ -13,6 +13,9 @@ figures. Each row changes one lever on top of the one before:
 * default: + two single-threaded processes of 4 crops (``train.cpu_processes: 0``), i.e. the config as shipped;
 * for the routing choice: the default with gradients to every expert (``soft_gradients: all``).
 
+The data row times one training sample as the stage-1 loader makes it (clean crop, dead leaves or a
+scikit-image picture, and its degradation), the median over the seven tasks' samples, in the main process.
+
 The inference row times ``Restorer.restore`` of a 512² RGB image (plan included, model load excluded), the
 median of a few calls, with the compact model (shipped weights when present, else untrained: the time is the
 same).
@@ -59,6 +62,21 @@ def train_rate(overrides: list[str], steps: int, skip: int) -> float:
     return statistics.median(rates[skip:])
 
 
+def sample_seconds(repeats: int) -> float:
+    """Median seconds of making one ``compact-synthetic-cpu`` training sample (crop and degradation)."""
+    from training.config import load_experiment
+    from training.datasets import build_train_dataset
+
+    dataset = build_train_dataset(load_experiment("compact-synthetic-cpu").data, seed=0)
+    dataset[(0, 0)]  # loads the scikit-image pictures
+    times = []
+    for index in range(repeats):
+        start = time.perf_counter()
+        dataset[(1, index)]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def inference_seconds(repeats: int) -> float:
     """Median seconds of restoring a 512² RGB image with the compact model, load excluded."""
     import numpy as np
@@ -97,6 +115,11 @@ def main(argv: list[str] | None = None) -> None:
     for name, values in rates.items():
         rate = statistics.median(values)
         print(f"{name:<{width}}  {rate:7.2f}  {rate / base:5.2f}  ({', '.join(f'{v:.2f}' for v in values)})")
+    samples = 14 * args.repeats  # every task, both indices of its pair, several times
+    print(
+        f"\ndata: one 64² training sample, crop and degradation: {sample_seconds(samples) * 1000:.1f} ms "
+        f"(median of {samples}, one process)"
+    )
     seconds = inference_seconds(args.repeats)
     what = "compact, 512² RGB uint8, plan + restore, load excluded"
     print(f"\ninference: {what}: {seconds:.2f} s (median of {args.repeats})")

@@ -46,6 +46,7 @@ from slerir_core.atomic import remove_stale_temporaries
 from slerir_core.checkpoint import save_weights
 from slerir_core.losses import hyperspherical_contrastive_loss, restoration_loss, routing_consistency_loss
 from slerir_core.model import SLERIR
+from slerir_core.model.router import target_anchors
 from slerir_core.restore import native_bf16
 from training.config import ExperimentConfig, StageConfig, load_experiment, with_overrides
 from training.datasets import StreamSampler, TrainStream, build_train_dataset
@@ -488,7 +489,11 @@ def _train_step(
     logs["lr"] = lr
     if job.stage == 1:
         f, all_labels = all_gather_cat(info["embeddings"].detach(), rt), all_gather_cat(labels, rt)
-        logs.update(model.router.update_centres(f, generator=trainee.centre_gen))
+        # Once targets are fixed, the centres follow them rather than an even split of each stage.
+        anchors = None
+        if cfg.route_alpha > 0 and trainee.route_targets is not None:
+            anchors = target_anchors(model.task_prototypes, trainee.route_targets, cfg.num_experts)
+        logs.update(model.router.update_centres(f, generator=trainee.centre_gen, anchors=anchors))
         update_prototypes(model.task_prototypes, f, all_labels, job.exp.train.prototype_momentum)
     return logs
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -44,17 +42,6 @@ def test_dead_leaves_scale_with_the_radius_range():
         return (np.abs(np.diff(im, axis=1)).max(axis=-1) > 0.1).mean()
 
     assert edge_density(small) > 2 * edge_density(large)
-
-
-def test_dead_leaves_is_fast():
-    dead_leaves(128, np.random.default_rng(0))
-    times = []
-    for seed in range(3):
-        start = time.perf_counter()
-        dead_leaves(128, np.random.default_rng(seed))
-        times.append(time.perf_counter() - start)
-    # The target is ~20 ms; the bound leaves room for a loaded machine yet catches a per-pixel loop.
-    assert sorted(times)[1] < 0.2
 
 
 def test_dead_leaves_rejects_bad_arguments():

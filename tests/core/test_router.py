@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from slerir_core.config import ClusteringConfig
-from slerir_core.model.router import Router, min_pairwise_angle, sinkhorn, spherical_code
+from slerir_core.model.router import Router, min_pairwise_angle, sinkhorn, spherical_code, target_anchors
 
 
 @pytest.mark.parametrize(("n", "dim"), [(2, 4), (3, 16), (4, 3), (5, 64)])
@@ -107,6 +107,34 @@ def test_per_stage_centres_split_every_stage_by_task():
         by_task = [experts[labels == t, k] for t in range(3)]
         assert all(bool((e == e[0]).all()) for e in by_task), f"stage {k} splits a task"
         assert len({int(e[0]) for e in by_task}) == 3, f"stage {k} merges tasks"
+
+
+def test_anchors_are_the_mean_prototype_of_each_experts_tasks():
+    generator = torch.Generator().manual_seed(6)
+    protos = torch.randn(4, 8, 8, generator=generator)
+    targets = torch.tensor([[0] * 8, [0] * 8, [1] * 8, [-1] * 8])  # task 3 has no target yet
+    anchors = target_anchors(protos, targets, 3)
+    unit = F.normalize(protos, dim=-1)
+    torch.testing.assert_close(anchors[:, 0], F.normalize(unit[0] + unit[1], dim=-1))
+    torch.testing.assert_close(anchors[:, 1], unit[2])
+    assert bool((anchors[:, 2] == 0).all())  # no task targets expert 2: it keeps the balanced share
+
+
+def test_anchored_centres_put_every_task_on_its_uneven_target():
+    """Fixed targets that give one expert half the samples (two tasks in one cloud, where the balanced split
+    wants a third): from random centres, the anchored ones route every sample to its task's target."""
+    generator = torch.Generator().manual_seed(7)
+    f, clouds = stage_clouds(96, generator)
+    twin = F.normalize(f[clouds == 0] + 0.01 * torch.randn(32, 8, 8, generator=generator), dim=-1)
+    f, labels = torch.cat([f, twin]), torch.cat([clouds, torch.full((32,), 3)])
+    targets = torch.tensor([[0, 1, 2, 0], [2, 0, 1, 2]]).repeat(4, 1).T  # (tasks, stages): two orders of experts
+    protos = torch.stack([f[labels == t].mean(dim=0) for t in range(4)])
+    router = make_router(per_layer_centres=True, momentum=0.5)
+    sample_gen = torch.Generator().manual_seed(8)
+    for _ in range(40):
+        router.update_centres(f, sample_gen, anchors=target_anchors(protos, targets, 3))
+    experts = torch.einsum("bkd,kcd->bkc", f, router.centres).argmax(dim=-1)
+    assert torch.equal(experts, targets[labels])
 
 
 def test_shared_centres_balance_every_stage():

@@ -21,6 +21,7 @@ from slerir_core.checkpoint import load_model, read_metadata
 from slerir_core.cli import main as cli
 from slerir_core.errors import ConfigError
 from slerir_core.model import SLERIR
+from slerir_core.model.router import target_anchors
 from training.config import load_experiment, with_overrides
 from training.train import attention_kernels, parse_duration, routing_targets, update_prototypes
 
@@ -329,6 +330,20 @@ def test_routing_targets_are_fixed_once_every_task_is_seen():
     model.task_prototypes.copy_(centres[:, (torch.arange(5) + 1) % 3].transpose(0, 1))
     assert torch.equal(routing_targets(job, trainee), fixed)
     assert not torch.equal(routing_targets(job, SimpleNamespace(model=model, route_targets=None)), fixed)
+
+
+def test_centres_follow_the_fixed_targets(tmp_path):
+    """With the clustering's EMA off, each centre lands on its anchor at every step once targets are fixed (the
+    balanced share of the same vectors would put it elsewhere)."""
+    out = tmp_path / "anchored"
+    sets = ["model.route_alpha=1.0", "model.per_layer_centres=true", "model.clustering.momentum=0.0"]
+    assert train("--steps", "3", "--out", str(out), "--set", "data.val_images=0", *sets) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    weights = state["model"]
+    anchors = target_anchors(weights["task_prototypes"], state["route_targets"], 3)
+    guided = anchors.abs().sum(dim=-1) > 0
+    cos = (weights["router.centres"] * anchors).sum(dim=-1)
+    assert bool(guided.any()) and bool((cos[guided] > 0.99).all())
 
 
 def test_resumed_run_keeps_its_routing_targets(tmp_path):
