@@ -14,7 +14,8 @@ figures. Each row changes one lever on top of the one before:
 * for the routing choice: the default with gradients to every expert (``soft_gradients: all``).
 
 The data row times one training sample as the stage-1 loader makes it (clean crop, dead leaves or a
-scikit-image picture, and its degradation), the median over the seven tasks' samples, in the main process.
+scikit-image picture, and its degradation), the mean over the seven tasks' samples (their costs differ
+tenfold: a median would hide the dear half), in the main process.
 
 The inference row times ``Restorer.restore`` of a 512² RGB image (plan included, model load excluded), the
 median of a few calls, with the compact model (shipped weights when present, else untrained: the time is the
@@ -63,7 +64,7 @@ def train_rate(overrides: list[str], steps: int, skip: int) -> float:
 
 
 def sample_seconds(repeats: int) -> float:
-    """Median seconds of making one ``compact-synthetic-cpu`` training sample (crop and degradation)."""
+    """Mean seconds of making one ``compact-synthetic-cpu`` training sample (crop and degradation)."""
     from training.config import load_experiment
     from training.datasets import build_train_dataset
 
@@ -74,7 +75,7 @@ def sample_seconds(repeats: int) -> float:
         start = time.perf_counter()
         dataset[(1, index)]
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.fmean(times)
 
 
 def inference_seconds(repeats: int) -> float:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     samples = 14 * args.repeats  # every task, both indices of its pair, several times
     print(
         f"\ndata: one 64² training sample, crop and degradation: {sample_seconds(samples) * 1000:.1f} ms "
-        f"(median of {samples}, one process)"
+        f"(mean of {samples}, one process)"
     )
     seconds = inference_seconds(args.repeats)
     what = "compact, 512² RGB uint8, plan + restore, load excluded"
