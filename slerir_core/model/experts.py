@@ -82,6 +82,8 @@ class RoutedStage(nn.Module):
         for j, expert in enumerate(self.experts):
             chosen = routes == j
             used = chosen | (probs[:, j] >= skip_below)
+            if not bool(used.any()):  # its term would be zero: no map to allocate, scale and add (or differentiate)
+                continue
             learning = used if all_learn else chosen
             y = x.new_zeros(x.shape)
             if bool((used & ~learning).any()):
