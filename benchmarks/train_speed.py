@@ -23,6 +23,7 @@ same).
 
     python benchmarks/train_speed.py                 # about 8 minutes on 2 cores
     python benchmarks/train_speed.py --steps 40 --rounds 3
+    python benchmarks/train_speed.py --init runs/compact-synthetic-cpu-stage1/model.safetensors
 """
 
 from __future__ import annotations
@@ -52,11 +53,14 @@ ROWS: dict[str, list[str]] = {
 COMMON = ["data.val_images=0", "train.log_every=1", "train.checkpoint_every=100000", "train.stage1.warmup_steps=1"]
 
 
-def train_rate(overrides: list[str], steps: int, skip: int) -> float:
-    """Median crops per second of one short ``slerir train`` run with these overrides."""
+def train_rate(overrides: list[str], steps: int, skip: int, init: str | None = None) -> float:
+    """Median crops per second of one short stage-1 ``slerir train`` run with these overrides, from
+    initialisation or from the weights ``init``."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "slerir_core.cli", "train", "--config", "compact-synthetic-cpu", "--steps"]
-        cmd += [str(steps), "--out", out, "--set", *COMMON, *overrides]
+        cmd += [str(steps), "--out", out, "--stage", "1"]
+        cmd += ["--init", init] if init else []
+        cmd += ["--set", *COMMON, *overrides]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with (Path(out) / "train_log.csv").open() as fh:
             rates = [float(row["img_per_s"]) for row in csv.DictReader(fh)]
@@ -101,16 +105,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip", type=int, default=5, help="first steps left out of the median (warm-up)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all rows")
     parser.add_argument("--repeats", type=int, default=5, help="inference calls timed")
+    parser.add_argument(
+        "--init",
+        help="stage-1 weights every training row starts from (a stage-1 run's model.safetensors): routing as sure "
+        "as in most of a run, where skipping unlikely experts saves more than at initialisation",
+    )
     args = parser.parse_args(argv)
 
     rates: dict[str, list[float]] = {name: [] for name in ROWS}
     for _ in range(args.rounds):
         for name, overrides in ROWS.items():
-            rates[name].append(train_rate(overrides, args.steps, args.skip))
+            rates[name].append(train_rate(overrides, args.steps, args.skip, args.init))
     base = statistics.median(rates["baseline (1 process × 2 threads, fp32, all experts)"])
     cpu = torch.device("cpu")
     bf16 = "native bf16" if native_bf16(cpu) else "no native bf16: amp auto stays fp32, the bf16 rows repeat fp32"
-    print(f"slerir train, compact-synthetic-cpu stage 1, 8 crops of 64² per step ({hardware_name(cpu)}; {bf16})")
+    start = f"from {args.init}" if args.init else "from initialisation"
+    print(
+        f"slerir train, compact-synthetic-cpu stage 1 {start}, 8 crops of 64² per step ({hardware_name(cpu)}; {bf16})"
+    )
     width = max(map(len, ROWS))
     print(f"{'':<{width}}  crops/s  ratio  (rounds: crops/s)")
     for name, values in rates.items():
