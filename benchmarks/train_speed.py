@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.rounds):
         for name, overrides in ROWS.items():
             rates[name].append(train_rate(overrides, args.steps, args.skip, args.init))
-    base = statistics.median(rates["baseline (1 process × 2 threads, fp32, all experts)"])
+    base = statistics.median(next(iter(rates.values())))  # the first row is the baseline
     cpu = torch.device("cpu")
     bf16 = "native bf16" if native_bf16(cpu) else "no native bf16: amp auto stays fp32, the bf16 rows repeat fp32"
     start = f"from {args.init}" if args.init else "from initialisation"
