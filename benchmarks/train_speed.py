@@ -39,8 +39,7 @@ from pathlib import Path
 
 import torch
 
-from slerir_core.restore import native_bf16
-from training.state import hardware_name
+from slerir_core.device import hardware_name, native_bf16
 
 BASE = ["train.cpu_processes=1", "train.amp=none", "model.soft_skip=0.0", "train.stage1.batch_size=8"]
 ROWS: dict[str, list[str]] = {

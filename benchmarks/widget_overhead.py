@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: all cores)")
     args = parser.parse_args(argv)
 
-    from slerir_plugin._workers import default_torch_threads
+    from slerir_core.device import default_torch_threads
 
     threads = args.threads or default_torch_threads()
     os.environ["SLERIR_TORCH_THREADS"] = str(threads)  # the widget's worker reads it

@@ -48,6 +48,7 @@ import torch
 
 from slerir_core.checkpoint import load_model
 from slerir_core.config import STAGES, ModelConfig, load_config
+from slerir_core.device import native_bf16, resolve_device
 from slerir_core.errors import ImageError
 from slerir_core.heap import reuse_freed_memory
 from slerir_core.io import MIN_SIDE, Layout, Scaling, is_dask, make_layout, to_array
@@ -77,43 +78,6 @@ tile 17 48 to 104 s on that image, the erratic speed issue 12 reported as tile 1
 Progress = Callable[[int, int], None]
 OnPlan = Callable[[str, "Plan"], None]
 Box = tuple[float, float, float, float]
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when present, else the CPU; otherwise the named device, once a tensor
-    could be made on it.
-
-    Raises:
-        ValueError: an unknown device, or one this machine does not have (CUDA, MPS, ...).
-    """
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {device!r}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} asked for, but no CUDA device is available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {str(device)!r} asked for, but MPS (Apple silicon GPUs, macOS) is not available")
-    if device.type != "cpu":
-        try:
-            torch.zeros(1, device=device).cpu()
-        except Exception as err:  # each backend fails its own way: AssertionError, RuntimeError, ...
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ValueError(f"device {str(device)!r} is not usable on this machine: {first}") from None
-    return device
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes in bf16 natively: CUDA, or a CPU with AVX-512 BF16 or AMX (oneDNN's check);
-    elsewhere bf16 is emulated and slower than fp32."""
-    if device.type == "cuda":
-        return True
-    try:
-        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def check_routes(routes: Sequence[int], num_experts: int) -> list[int]:

@@ -11,8 +11,6 @@ it as a notification with its traceback.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -159,7 +157,9 @@ def _is_oom(err: BaseException) -> bool:
 def _failure(err: BaseException) -> Failed | None:
     """A readable message for errors the user can act on; ``None`` for bugs (those propagate)."""
     if _is_oom(err):
-        _free_gpu_cache()
+        from slerir_core.device import free_cuda_cache  # torch is loaded: the error came from it
+
+        free_cuda_cache()
         text = str(err).lower()
         where = "GPU " if any(k in text for k in ("cuda", "gpu", "mps", "hip")) else ""
         return Failed(f"Out of {where}memory: choose a smaller tile size or restore the current slice only. ({err})")
@@ -170,41 +170,6 @@ def _failure(err: BaseException) -> Failed | None:
     if isinstance(err, (ValueError, OSError)):
         return Failed(str(err))
     return None
-
-
-def _free_gpu_cache() -> None:
-    """Give cached GPU memory back after an out-of-memory error, so a retry with smaller tiles can fit."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _set_torch_threads(n: int | None) -> None:
-    """Give torch's intra-op pool of *this* (worker) thread ``n`` threads.
-
-    torch applies its thread count per calling thread (OpenMP's setting is per thread), so whatever the
-    main thread or an earlier job set is not a reliable guide for a pooled QThread: set it here, where
-    the work runs.
-    """
-    import torch
-
-    torch.set_num_threads(n or default_torch_threads())
-
-
-def default_torch_threads() -> int:
-    """Threads for torch in a worker: ``SLERIR_TORCH_THREADS`` when set, else every usable core.
-
-    Every usable core is what torch itself uses on the main thread, so a job in the widget runs as fast
-    as a direct ``Restorer.restore`` call (see ``benchmarks/widget_overhead.py``). On a machine shared with
-    other busy processes, fewer threads avoid OpenMP's spinning threads fighting over cores.
-    """
-    env = os.environ.get("SLERIR_TORCH_THREADS", "")
-    if env.strip().isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _load(spec: ModelSpec) -> Generator[Update, None, None]:
@@ -248,7 +213,9 @@ def restore_job(job: RestoreJob) -> Generator[Update, None, RestoreResult | Fail
     """
     try:
         yield from _load(job.spec)
-        _set_torch_threads(job.torch_threads)
+        from slerir_core.device import set_torch_threads
+
+        set_torch_threads(job.torch_threads)
         restorer = STATE.restorer(job.spec)
         info = STATE.info
         assert info is not None

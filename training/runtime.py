@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from slerir_core.restore import resolve_device
+from slerir_core.device import resolve_device
 from training.config import ExperimentConfig
 from training.state import TrainError
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -152,18 +151,3 @@ def new_history() -> dict[str, Any]:
     """The training record carried from run to run: optimiser steps, crops seen, device-hours per kind of
     hardware, the hardware and the dates of the sessions (UTC)."""
     return {"steps": 0, "crops": 0, "hours": {}, "hardware": [], "sessions": []}
-
-
-def hardware_name(device: torch.device) -> str:
-    """What a run trains on, for the model card: the GPU's name, or the CPU's model and core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "unknown CPU")
-    return f"{model} ({os.cpu_count()} cores)"
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []

@@ -44,10 +44,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from slerir_core.atomic import remove_stale_temporaries
 from slerir_core.checkpoint import save_weights
+from slerir_core.device import hardware_name, native_bf16
 from slerir_core.losses import hyperspherical_contrastive_loss, restoration_loss, routing_consistency_loss
 from slerir_core.model import SLERIR
 from slerir_core.model.router import target_anchors
-from slerir_core.restore import native_bf16
 from training.config import ExperimentConfig, StageConfig, load_experiment, with_overrides
 from training.datasets import StreamSampler, TrainStream, build_train_dataset
 from training.run_log import RunLog, log_validation
@@ -66,7 +66,6 @@ from training.state import (
     STATE_FORMAT,
     TrainError,
     capture_rng,
-    hardware_name,
     load_init,
     load_state,
     new_history,

@@ -15,11 +15,12 @@ import torch
 from slerir_core import restore as restore_module
 from slerir_core.checkpoint import save_weights
 from slerir_core.config import load_config
+from slerir_core.device import native_bf16, resolve_device
 from slerir_core.errors import ImageError, WeightsError
 from slerir_core.io import Scaling, make_layout
 from slerir_core.model import SLERIR
 from slerir_core.model.extractors import windows
-from slerir_core.restore import Plan, RestoreOptions, Restorer, native_bf16, resolve_device
+from slerir_core.restore import Plan, RestoreOptions, Restorer
 from slerir_core.tiling import (
     PLAN_SIDE,
     TileGrid,
