@@ -177,7 +177,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form, for YAML files and weights metadata."""
-        return _to_plain(self)
+        return to_plain(self)
 
 
 def require(ok: bool, message: str) -> None:
@@ -186,11 +186,12 @@ def require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _to_plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
+    """A config as plain data for YAML and JSON: dataclasses become dicts and tuples lists, at every depth."""
     if dataclasses.is_dataclass(value):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple):
-        return [_to_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     return value
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from slerir_core.errors import first_line
+
 PRECISIONS = ("auto", "fp32", "bf16")
 """The one vocabulary for numeric precision: ``auto`` (bf16 where the device computes it natively), or forced."""
 
@@ -37,8 +39,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         try:
             torch.zeros(1, device=device).cpu()
         except Exception as err:  # each backend fails its own way: AssertionError, RuntimeError, ...
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ValueError(f"device {str(device)!r} is not usable on this machine: {first}") from None
+            raise ValueError(f"device {str(device)!r} is not usable on this machine: {first_line(err)}") from None
     return device
 
 

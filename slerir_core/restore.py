@@ -51,7 +51,8 @@ from slerir_core.config import STAGES, ModelConfig, load_config
 from slerir_core.device import native_bf16, resolve_device
 from slerir_core.errors import ImageError
 from slerir_core.heap import reuse_freed_memory
-from slerir_core.io import MIN_SIDE, Layout, Scaling, is_dask, make_layout, to_array
+from slerir_core.io.layout import MIN_SIDE, Layout, is_dask, make_layout, to_array
+from slerir_core.io.scaling import Scaling
 from slerir_core.model import SLERIR
 from slerir_core.model.slerir import routes_tensor
 from slerir_core.tiling import (

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from slerir_core.io import Scaling
+from slerir_core.io.scaling import Scaling
 
 PLAN_SIDE = 1024
 """Longest side of the view a plan is computed on (the extractors see 32-224 px views anyway)."""

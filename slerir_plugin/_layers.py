@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from slerir_core.io import MIN_SIDE
+from slerir_core.io.layout import MIN_SIDE
 
 if TYPE_CHECKING:
     import napari

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from psygnal import Signal
 
-from slerir_core.io import is_dask
+from slerir_core.io.layout import is_dask
 
 if TYPE_CHECKING:
     from slerir_core.restore import Plan, Restorer
@@ -29,7 +29,7 @@ DEFAULT_EXPERTS = 3
 """Experts per stage shown before a model is loaded (every shipped config uses 3)."""
 
 
-def channel_mode(axes: str | None) -> str:
+def channels_option(axes: str | None) -> str:
     """The Restorer's ``channels`` for a layer: a colour axis (napari's ``rgb`` layers, the only ones given a
     ``C``) holds colour whatever the dtype, so float and 16-bit RGB pictures are restored as colour."""
     return "rgb" if axes and axes.endswith("C") else "auto"
@@ -188,7 +188,7 @@ class SharedState:
             if key in self._plans:
                 self._plans.move_to_end(key)
                 return self._plans[key]
-        plan = restorer.plan(image, axes=axes, channels=channel_mode(axes))
+        plan = restorer.plan(image, axes=axes, channels=channels_option(axes))
         with self._lock:
             self._plans[key] = plan
             while len(self._plans) > self._max_plans:

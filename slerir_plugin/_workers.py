@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 
 from slerir_core.errors import ConfigError, WeightsError
-from slerir_core.io import is_dask
-from slerir_plugin._state import STATE, ModelInfo, ModelSpec, channel_mode
+from slerir_core.io.layout import is_dask
+from slerir_plugin._state import STATE, ModelInfo, ModelSpec, channels_option
 
 if TYPE_CHECKING:
     from napari.qt.threading import GeneratorWorker
@@ -39,7 +39,7 @@ class Status:
 
 
 @dataclass(frozen=True)
-class Progress:
+class ProgressUpdate:
     """``done`` of ``total`` units (tiles) are finished."""
 
     done: int
@@ -60,7 +60,7 @@ class Planned:
     plan: Plan
 
 
-Update: TypeAlias = Status | Progress | ModelReady | Planned
+Update: TypeAlias = Status | ProgressUpdate | ModelReady | Planned
 
 
 # -- results a job returns -----------------------------------------------------------------------------
@@ -181,14 +181,14 @@ def _load(spec: ModelSpec) -> Generator[Update, None, None]:
 
 
 def _drive(steps: Generator[tuple[int, int], None, np.ndarray]) -> Generator[Update, None, np.ndarray]:
-    """Re-yield a core ``restore_steps`` generator's ``(done, total)`` pairs as :class:`Progress`."""
+    """Re-yield a core ``restore_steps`` generator's ``(done, total)`` pairs as :class:`ProgressUpdate`."""
     try:
         while True:
             try:
                 done, total = next(steps)
             except StopIteration as stop:
                 return stop.value
-            yield Progress(int(done), int(total))
+            yield ProgressUpdate(int(done), int(total))
     finally:
         steps.close()  # a cancelled job stops the core generator too
 
@@ -206,7 +206,7 @@ def restore_job(job: RestoreJob) -> Generator[Update, None, RestoreResult | Fail
     routed per slice is planned slice by slice inside ``restore_steps``.
 
     Yields:
-        :class:`Status`, :class:`ModelReady`, :class:`Planned` and :class:`Progress` updates.
+        :class:`Status`, :class:`ModelReady`, :class:`Planned` and :class:`ProgressUpdate` updates.
 
     Returns:
         :class:`RestoreResult`, or :class:`Failed` for errors the user can act on.
@@ -252,7 +252,7 @@ def restore_job(job: RestoreJob) -> Generator[Update, None, RestoreResult | Fail
             tile=job.tile,
             axes=job.axes,
             plan_per=job.plan_per,
-            channels=channel_mode(job.axes),
+            channels=channels_option(job.axes),
             on_plan=on_plan,
         )
         data = yield from _drive(steps)

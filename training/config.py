@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from slerir_core.config import ModelConfig, from_dict, read_yaml, require
+from slerir_core.config import ModelConfig, from_dict, read_yaml, require, to_plain
 from slerir_core.degradations import TASKS
 from slerir_core.errors import ConfigError
 
@@ -203,7 +203,7 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (the model section fully expanded)."""
-        out = _plain(self)
+        out = to_plain(self)
         out.pop("source")
         return out
 
@@ -211,14 +211,6 @@ class ExperimentConfig:
         """The resolved config as YAML, for the run folder."""
         header = f"# Resolved from {self.source}\n" if self.source else ""
         return header + yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

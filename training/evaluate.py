@@ -61,7 +61,7 @@ PSNR_CAP = 100.0  # identical images: report 100 dB instead of infinity
 
 
 @dataclass(frozen=True)
-class TestCase:
+class EvalCase:
     """One test image.
 
     Attributes:
@@ -94,7 +94,7 @@ def _task_code(task: str) -> int:
 
 def generated_test_set(
     tasks: Sequence[str], images: int, size: int, sigmas: Sequence[float] = DEFAULT_SIGMAS, seed: int = 0
-) -> list[TestCase]:
+) -> list[EvalCase]:
     """Held-out clean images degraded with fixed seeds: ``images`` per task (per σ for ``noise``).
 
     Args:
@@ -115,14 +115,14 @@ def generated_test_set(
                 rng = np.random.default_rng((TEST_SEED_TAG, seed, _task_code(task), int(level or 0), i))
                 params = {} if level is None else {"sigma": float(level)}
                 degraded = np.clip(degrade(img, task, rng, **params), 0, 1).astype(np.float32)
-                cases.append(TestCase(task, level, name, degraded, img))
+                cases.append(EvalCase(task, level, name, degraded, img))
     return cases
 
 
 MIXED = "mixed: rain | noise σ=25"
 
 
-def mixed_test_set(images: int, size: int, seed: int = 0) -> list[TestCase]:
+def mixed_test_set(images: int, size: int, seed: int = 0) -> list[EvalCase]:
     """Held-out clean images with rain on the left half and Gaussian noise (σ = 25) on the right half.
 
     The case GLGF is for: one image, two degradations in two regions, which one set of routes cannot both
@@ -138,11 +138,11 @@ def mixed_test_set(images: int, size: int, seed: int = 0) -> list[TestCase]:
         noisy = degrade(img, "noise", rng, sigma=25.0)
         half = img.shape[1] // 2
         degraded = np.concatenate([rainy[:, :half], noisy[:, half:]], axis=1)
-        cases.append(TestCase(MIXED, None, name, np.clip(degraded, 0, 1).astype(np.float32), img))
+        cases.append(EvalCase(MIXED, None, name, np.clip(degraded, 0, 1).astype(np.float32), img))
     return cases
 
 
-def evaluate_mixed(model: Any, device: Any, cases: Sequence[TestCase]) -> dict[str, float]:
+def evaluate_mixed(model: Any, device: Any, cases: Sequence[EvalCase]) -> dict[str, float]:
     """Mean PSNR of the mixed case: the input, and the model with the GLGF prior injected and not."""
     scores = {"input": float(np.mean([psnr_ssim(c.degraded, c.clean, ssim=False)[0] for c in cases]))}
     for label, inject in (("injection on", True), ("injection off", False)):
@@ -176,7 +176,7 @@ def folder_test_set(
     images: int | None = None,
     size: int | None = None,
     seed: int = 0,
-) -> list[TestCase]:
+) -> list[EvalCase]:
     """Test cases from ``<root>/Test`` (PromptIR layout, see ``training/datasets.py``).
 
     Args:
@@ -199,10 +199,10 @@ def folder_test_set(
                     # PromptIR's test noise: clip(x + N(0, σ²), 0, 255) on the uint8 image, truncated to uint8.
                     rng = np.random.default_rng((TEST_SEED_TAG, seed, int(level), i))
                     noisy = degrade(clean, "noise", rng, sigma=float(level), quantize=True)
-                    cases.append(TestCase(task, level, degraded_path.stem, noisy, clean))
+                    cases.append(EvalCase(task, level, degraded_path.stem, noisy, clean))
             else:
                 degraded, clean = centre_crop([read_rgb(degraded_path), read_rgb(clean_path)], size)
-                cases.append(TestCase(task, None, degraded_path.stem, degraded, clean))
+                cases.append(EvalCase(task, None, degraded_path.stem, degraded, clean))
     return cases
 
 
@@ -265,7 +265,7 @@ class ModelMethod:
         return restored[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def evaluate_method(method: Method | None, cases: Sequence[TestCase], ssim: bool = True) -> dict[str, Any]:
+def evaluate_method(method: Method | None, cases: Sequence[EvalCase], ssim: bool = True) -> dict[str, Any]:
     """Mean PSNR/SSIM of a method per column (``method=None`` scores the degraded input itself)."""
     scores: dict[str, list[tuple[float, float]]] = {}
     for case in cases:
@@ -277,7 +277,7 @@ def evaluate_method(method: Method | None, cases: Sequence[TestCase], ssim: bool
     }
 
 
-def evaluate_baselines(cases: Sequence[TestCase], ssim: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
+def evaluate_baselines(cases: Sequence[EvalCase], ssim: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
     """Scores of the classical baselines per column, and which method each column used."""
     from training.baselines import baseline_for
 
@@ -292,7 +292,7 @@ def evaluate_baselines(cases: Sequence[TestCase], ssim: bool = True) -> tuple[di
     return results, used
 
 
-def evaluate_bm3d(cases: Sequence[TestCase], ssim: bool = True) -> dict[str, Any]:
+def evaluate_bm3d(cases: Sequence[EvalCase], ssim: bool = True) -> dict[str, Any]:
     """Scores of BM3D given each denoising case's true σ, per column (empty without the ``bm3d`` package)."""
     import importlib.util
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from slerir_core.atomic import atomic_write
+from slerir_core.errors import first_line
 from slerir_core.model import SLERIR
 
 STATE_FORMAT = "slerir-train-state-1"
@@ -75,9 +76,8 @@ def load_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types for a damaged file (EOF, unpickling, zip, index)
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise TrainError(
-            f"{path} is truncated or corrupt ({first}); delete it to start the stage over, "
+            f"{path} is truncated or corrupt ({first_line(err)}); delete it to start the stage over, "
             "or start from model.safetensors with --init"
         ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:

@@ -16,7 +16,8 @@ import numpy as np
 from slerir_core.atomic import prepare_folder
 from slerir_core.commands._model_args import add_model_arguments, build_restorer
 from slerir_core.errors import ConfigError, ImageError, WeightsError
-from slerir_core.io import make_layout, read_image_file, write_image
+from slerir_core.io.files import read_image_file, write_image
+from slerir_core.io.layout import make_layout
 from slerir_core.samples import PHOTO_SAMPLES, degraded_photo
 
 
@@ -93,7 +94,7 @@ def to_display(image: np.ndarray, axes: str | None = None, channels: str = "auto
     that are not RGB), stretched to its own range."""
     layout = make_layout(image.shape, axes, channels, image.dtype)
     canon = layout.canonical(image)[tuple(n // 2 for n in layout.stack_shape)]
-    picture = canon[..., :3] if layout.mode in ("rgb", "rgba") else canon[..., :1]
+    picture = canon[..., :3] if layout.colour else canon[..., :1]
     if picture.dtype != np.uint8:
         low, high = float(picture.min()), float(picture.max())
         picture = ((picture.astype(np.float32) - low) * (255.0 / max(high - low, 1e-12))).round().astype(np.uint8)

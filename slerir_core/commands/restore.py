@@ -37,20 +37,10 @@ from tqdm import tqdm
 
 from slerir_core.atomic import prepare_folder
 from slerir_core.commands._model_args import add_model_arguments, build_restorer
-from slerir_core.errors import ConfigError, WeightsError
+from slerir_core.errors import ConfigError, ImageError, WeightsError
 from slerir_core.heap import reuse_freed_memory
-from slerir_core.io import (
-    CHANNEL_MODES,
-    IMAGE_SUFFIXES,
-    MAX_PIXELS_ENV,
-    ImageError,
-    infer_axes,
-    make_layout,
-    pixel_limit,
-    read_image_file,
-    write_image,
-    write_text,
-)
+from slerir_core.io.files import IMAGE_SUFFIXES, MAX_PIXELS_ENV, pixel_limit, read_image_file, write_image, write_text
+from slerir_core.io.layout import CHANNEL_OPTIONS, describe_channels, infer_axes, make_layout
 from slerir_core.restore import PLAN_PER, Plan, RestoreOptions, Restorer
 
 OUTPUT_STEM = re.compile(r"_(restored|degradation_map|routes)$")
@@ -103,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--axes", help="axes of every input, e.g. TZYX, ZYXC (default: TIFF metadata or the shape)")
     parser.add_argument(
         "--channels",
-        choices=CHANNEL_MODES,
+        choices=CHANNEL_OPTIONS,
         default="auto",
         help="auto: RGB/RGBA for files that store colour (PNG, JPEG, RGB TIFF) and 8-bit data with 3 or 4 "
         "channels last, every other multichannel image one channel at a time; rgb: 3 channels RGB, 4 RGBA; "
@@ -160,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for path in stale:
         print(f"note: removed {path.name}, a temporary file an interrupted run left", file=sys.stderr)
-    jobs, refused = plan_outputs(files, out_dir, args.save_maps)
+    jobs, refused = output_pairs(files, out_dir, args.save_maps)
     for problem in refused:
         print(f"error: {problem}", file=sys.stderr)
     jobs, existing = skip_existing(jobs, out_dir, args.save_maps, args.overwrite)
@@ -283,7 +273,7 @@ def map_paths(source: Path, out_dir: Path) -> list[Path]:
     ]
 
 
-def plan_outputs(
+def output_pairs(
     files: list[Path], out_dir: Path, save_maps: bool = False
 ) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Pair each input with its output, refusing an input any of whose outputs (the restored image and, with
@@ -368,9 +358,9 @@ def restore_file(
     if grey_alpha:
         restored = np.stack([restored, array[..., 1]], axis=-1)
     seconds = time.perf_counter() - start
-    channel_mode = "grey (alpha copied)" if grey_alpha else layout.channel_mode
+    channels_text = "grey (alpha copied)" if grey_alpha else describe_channels(layout)
     try:
-        write_image(target, restored, axes, colour=layout.mode in ("rgb", "rgba"), calibration=image.calibration)
+        write_image(target, restored, axes, colour=layout.colour, calibration=image.calibration)
         if args.save_maps:
             save_maps(
                 target.parent,
@@ -380,7 +370,7 @@ def restore_file(
                 {
                     "output": str(target),
                     "axes": axes,
-                    "channels": channel_mode,
+                    "channels": channels_text,
                     "tile": options.tile,
                     "overlap": options.overlap,
                     "plan_per": args.plan_per,
@@ -393,7 +383,7 @@ def restore_file(
     label = f", {first.label} ({first.confidence:.0%})" if first.label else ""
     more = f" (+{len(plans) - 1} more plans)" if len(plans) > 1 else ""
     return (
-        f"{array.shape} {array.dtype} {axes}, channels: {channel_mode}, {seconds:.1f} s, "
+        f"{array.shape} {array.dtype} {axes}, channels: {channels_text}, {seconds:.1f} s, "
         f"routes {','.join(map(str, first.routes))}{more}{label}"
     )
 

@@ -14,7 +14,7 @@ from psygnal import Signal
 from slerir_plugin import _workers
 from slerir_plugin._layers import Geometry, LayerError, add_or_replace, expand_leading, geometry
 from slerir_plugin._state import STATE
-from slerir_plugin._workers import Failed, ModelReady, Planned, Progress, RestoreResult, Status
+from slerir_plugin._workers import Failed, ModelReady, Planned, ProgressUpdate, RestoreResult, Status
 
 if TYPE_CHECKING:
     import napari
@@ -263,7 +263,7 @@ class JobWidget(Container):
             self._worker.quit()
 
     def _on_update(self, update: Update) -> None:
-        if isinstance(update, Progress):
+        if isinstance(update, ProgressUpdate):
             self._progress.max = max(1, update.total)
             self._progress.value = min(update.done, update.total)
             self._status.value = f"Restoring… {update.done}/{update.total} tiles"

@@ -20,7 +20,7 @@ from slerir_core.atomic import PROBE_BYTES
 from slerir_core.checkpoint import save_weights
 from slerir_core.cli import main
 from slerir_core.config import load_config
-from slerir_core.io import read_image, write_image
+from slerir_core.io.files import read_image, write_image
 from slerir_core.model import SLERIR
 from slerir_core.samples import degraded_photo
 

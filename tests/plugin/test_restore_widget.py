@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from slerir_plugin._widgets.restore import CURRENT_SLICE, PLAN_ONCE, WEIGHTS_FILE, WHOLE_STACK
-from slerir_plugin._workers import Progress
+from slerir_plugin._workers import ProgressUpdate
 
 pytestmark = pytest.mark.gui
 
@@ -90,7 +90,7 @@ def test_cancel_stops_a_running_job(restore_widget, wait_job):
 
     def on_start(worker):
         def on_update(update):
-            if isinstance(update, Progress) and update.done >= 1 and not seen:
+            if isinstance(update, ProgressUpdate) and update.done >= 1 and not seen:
                 seen.append(update.done)
                 widget._cancel_button.clicked.emit()  # as a user's click
 
