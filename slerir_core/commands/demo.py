@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_sample(path: str | None, sample: str = "noisy") -> tuple[np.ndarray, str | None, str, str, str]:
-    """The demo image, its axes (from a TIFF's metadata; None: guess from the shape), its channel mode
-    (``rgb`` when the file stores colour, else ``auto``), a name for its output and a description of where
-    it came from.
+    """The demo image, its axes (from a TIFF's metadata; None: guess from the shape), its ``channels``
+    option (``rgb`` when the file stores colour, else ``auto``), a name for its output and a description of
+    where it came from.
 
     Raises:
         ImageError: an input that cannot be read.
