@@ -1,7 +1,7 @@
 """Public kernel functions: the Triton kernel on CUDA, the PyTorch reference twin elsewhere.
 
-``kernels._dispatch`` decides per call; ``kernels.use_reference`` and ``SLERIR_KERNELS=reference`` force
-the twins.
+``kernels._dispatch`` decides per call, per kernel family; ``kernels.use_reference``,
+``SLERIR_KERNELS=reference`` and ``SLERIR_REFERENCE_KERNELS=<families>`` force the twins.
 The CPU path imports nothing beyond torch.
 """
 
@@ -42,7 +42,7 @@ def transposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temp
     """
     fits = q.dim() == 4 and q.shape[2] <= MAX_HEAD_CHANNELS and q.shape[0] * q.shape[1] <= GRID_AXIS_LIMIT
     fits = fits and _kernel_dtypes(q, k, v, temperature)
-    if fits and _dispatch.use_triton(q):
+    if fits and _dispatch.use_triton(q, "transposed_attention"):
         from kernels.ops.transposed_attention import transposed_attention_triton
 
         return transposed_attention_triton(q, k, v, temperature)
@@ -63,7 +63,8 @@ def routed_pointwise(
     Returns:
         (B, C_out, N) (or (B, C_out, *spatial)) in x's dtype.
     """
-    if x.dim() >= 2 and x.shape[0] <= GRID_AXIS_LIMIT and _kernel_dtypes(x, weight, bias) and _dispatch.use_triton(x):
+    fits = x.dim() >= 2 and x.shape[0] <= GRID_AXIS_LIMIT and _kernel_dtypes(x, weight, bias)
+    if fits and _dispatch.use_triton(x, "routed"):
         from kernels.ops.routed import routed_pointwise_triton
 
         return routed_pointwise_triton(x, weight, expert_index, bias)

@@ -217,11 +217,11 @@ def test_deterministic(device):
 
 def test_custom_op_registration():
     """Schema, fake (meta) implementation and autograd registration agree (torch.compile relies on them)."""
-    from kernels.ops.transposed_attention import _mdta_forward_op
+    from kernels.ops.transposed_attention import _transposed_attention_op
 
     q, k, v, temperature = make_inputs(2, 2, 6, 37, True, DEVICE_FOR_OPCHECK)
     args = [x.requires_grad_() for x in (q, k, v, temperature)]
-    torch.library.opcheck(_mdta_forward_op, args)
+    torch.library.opcheck(_transposed_attention_op, args)
 
 
 def test_torch_compile_fullgraph(monkeypatch, device, assert_rel_close):
