@@ -38,7 +38,7 @@ def transposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temp
             experts).
 
     Returns:
-        (B, heads, C_h, N) in the common dtype of q, k and v.
+        (B, heads, C_h, N) in the common dtype of q, k and v; under autocast, the autocast dtype.
     """
     fits = q.dim() == 4 and q.shape[2] <= MAX_HEAD_CHANNELS and q.shape[0] * q.shape[1] <= GRID_AXIS_LIMIT
     fits = fits and _kernel_dtypes(q, k, v, temperature)
@@ -61,7 +61,7 @@ def routed_pointwise(
         bias: optional (E, C_out) expert biases.
 
     Returns:
-        (B, C_out, N) (or (B, C_out, *spatial)) in x's dtype.
+        (B, C_out, N) (or (B, C_out, *spatial)) in x's dtype; under autocast, the autocast dtype.
     """
     fits = x.dim() >= 2 and x.shape[0] <= GRID_AXIS_LIMIT and _kernel_dtypes(x, weight, bias)
     if fits and _dispatch.use_triton(x, "routed"):
@@ -86,6 +86,6 @@ def routed_depthwise3x3(
         bias: optional (E, C) expert biases.
 
     Returns:
-        (B, C, H, W) in x's dtype.
+        (B, C, H, W) in x's dtype; under autocast, the autocast dtype.
     """
     return routed_depthwise3x3_ref(x, weight, expert_index, bias)

@@ -27,7 +27,7 @@ import triton.language as tl
 
 from kernels._dispatch import GRID_AXIS_LIMIT, debug_enabled, empty, sm_count
 from kernels.ops._launch import LaunchConfig, LaunchOverrides, dot_size, dot_types, split_tiles
-from kernels.reference import check_pointwise_args
+from kernels.reference import check_pointwise_args, compute_dtype
 
 # ----------------------------------------------------------------------------------------------------------
 # Triton kernels
@@ -372,8 +372,7 @@ def routed_pointwise_triton(
     autocast dtype, as the reference's ``bmm`` would be; the weights are cast in the kernel.
     """
     weight = check_pointwise_args(x, weight, expert_index, bias)
-    if torch.is_autocast_enabled(x.device.type):  # as the reference's bmm (or a conv) runs under autocast
-        x = x.to(torch.get_autocast_dtype(x.device.type))
+    x = x.to(compute_dtype(x.device.type, x.dtype))
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"routed_pointwise_triton supports fp32, fp16 and bf16, got {x.dtype}")
     bsz, c_in = x.shape[:2]

@@ -44,7 +44,7 @@ import triton.language as tl
 
 from kernels._dispatch import GRID_AXIS_LIMIT, MAX_HEAD_CHANNELS, empty, sm_count
 from kernels.ops._launch import LaunchConfig, LaunchOverrides, dot_size, dot_types, split_tiles
-from kernels.reference import NORM_EPS, check_attention_args
+from kernels.reference import NORM_EPS, check_attention_args, compute_dtype
 
 # ----------------------------------------------------------------------------------------------------------
 # Triton kernels
@@ -602,9 +602,7 @@ def transposed_attention_triton(
         raise ValueError(f"B * heads = {bsz * heads} exceeds the grid limit {GRID_AXIS_LIMIT}")
     if q.shape[2] > MAX_HEAD_CHANNELS:
         raise ValueError(f"C_h = {q.shape[2]} > {MAX_HEAD_CHANNELS} channels per head: use transposed_attention_ref")
-    dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
-    if torch.is_autocast_enabled(q.device.type):  # as the reference's matmuls would run under autocast
-        dtype = torch.get_autocast_dtype(q.device.type)
+    dtype = compute_dtype(q.device.type, torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype))
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"transposed_attention_triton supports fp32, fp16 and bf16, got {dtype}")
     q, k, v = (x.to(dtype) if x.stride(-1) == 1 else x.to(dtype).contiguous() for x in (q, k, v))
