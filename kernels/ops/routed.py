@@ -369,7 +369,7 @@ def routed_pointwise_triton(
 
     Same contract as ``kernels.routed_pointwise``. Expert indices are not range-checked on the device (that
     would need a host sync); in debug mode (``kernels.debug_mode``) they are. Under autocast x is cast to the
-    autocast dtype, as the reference's ``bmm`` would be; the weights are cast in the kernel.
+    autocast dtype, as the twin casts it (``compute_dtype``); the weights are cast in the kernel.
     """
     weight = check_pointwise_args(x, weight, expert_index, bias)
     x = x.to(compute_dtype(x.device.type, x.dtype))

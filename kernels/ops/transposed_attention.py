@@ -586,7 +586,7 @@ def transposed_attention_triton(
 
     Same contract as ``kernels.transposed_attention``. Any strides are accepted; only a non-unit pixel stride
     costs a copy (the model's ``chunk`` views of the qkv tensor are read in place). Under autocast the inputs
-    are cast to the autocast dtype, as the reference's matmuls would be.
+    are cast to the autocast dtype (``compute_dtype``), the dtype of the twin's matmuls.
 
     Args:
         q: (B, heads, C_h, N) queries.
