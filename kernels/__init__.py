@@ -2,7 +2,9 @@
 
 Each op has a PyTorch reference twin (``kernels.reference``) with the same signature; the public functions
 run the Triton kernel on CUDA tensors and the twin elsewhere. ``use_reference(True)`` (or
-``SLERIR_KERNELS=reference``) forces the twins for debugging. Importing this package does not import triton.
+``SLERIR_KERNELS=reference``) forces the twins for debugging; ``use_reference(True, family="routed")`` (or
+``SLERIR_REFERENCE_KERNELS=routed``, a comma list of "transposed_attention" and "routed") forces one family's,
+leaving the other on its kernel. Importing this package does not import triton.
 """
 
 from kernels._dispatch import debug_mode, use_reference

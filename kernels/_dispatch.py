@@ -1,8 +1,10 @@
 """Which implementation runs: the Triton kernels or their PyTorch reference twins, and the debug switch.
 
-Rules, checked on every call (a few dictionary look-ups):
+Rules, checked on every call (a few dictionary look-ups), per kernel family (``FAMILIES``):
 
-* ``SLERIR_KERNELS=reference`` or ``use_reference(True)``: always the reference.
+* ``SLERIR_KERNELS=reference`` or ``use_reference(True)``: the reference, for every family.
+* ``SLERIR_REFERENCE_KERNELS=routed`` (a comma list of families) or ``use_reference(True, family="routed")``:
+  the reference for those families only, so that a kernel found wrong turns off only itself.
 * CUDA tensors: Triton, if it imports (it is imported here, lazily, once); otherwise the reference.
 * CPU tensors: the reference, unless ``SLERIR_KERNELS=triton`` *and* ``TRITON_INTERPRET=1`` ask for Triton's
   interpreter. Both are needed because the kernel tests set ``TRITON_INTERPRET=1`` for the whole pytest
@@ -25,38 +27,71 @@ MAX_HEAD_CHANNELS = 128
 """Widest attention head the fused kernel holds (C_h x C_h, padded to a power of two, in registers and
 shared memory); the model has 48 and 96."""
 
-_state: dict[str, bool | None] = {"reference": False, "debug": False, "triton": None}
+FAMILIES = ("transposed_attention", "routed")
+"""Kernel families, each switched to its reference twins as a whole: the transposed attention
+(``transposed_attention``) and the routed-expert ops (``routed_pointwise``; ``routed_depthwise3x3`` always runs
+its twin)."""
+
+_state: dict[str, bool | None] = {"debug": False, "triton": None}
+_reference: dict[str, bool] = dict.fromkeys(FAMILIES, False)
 
 
-def reference_forced() -> bool:
-    """Whether the reference twins are forced (``use_reference`` or ``SLERIR_KERNELS=reference``)."""
-    return _state["reference"] or os.environ.get("SLERIR_KERNELS", "").lower() == "reference"
+def _check_families(families: list[str], source: str) -> None:
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"{source}: unknown kernel families {unknown}; known: {', '.join(FAMILIES)}")
+
+
+def _env_families() -> list[str]:
+    """The families ``SLERIR_REFERENCE_KERNELS`` forces to their twins (comma-separated, spaces ignored)."""
+    names = [name.strip().lower() for name in os.environ.get("SLERIR_REFERENCE_KERNELS", "").split(",")]
+    families = [name for name in names if name]
+    _check_families(families, "SLERIR_REFERENCE_KERNELS")
+    return families
+
+
+def reference_forced(family: str) -> bool:
+    """Whether ``family``'s reference twins are forced (``use_reference``, ``SLERIR_KERNELS=reference`` or
+    ``SLERIR_REFERENCE_KERNELS``)."""
+    _check_families([family], "reference_forced")
+    if _reference[family] or os.environ.get("SLERIR_KERNELS", "").lower() == "reference":
+        return True
+    return family in _env_families()
 
 
 class _Switch:
-    """Set a flag now; as a context manager, restore the previous value on exit."""
+    """Set flags now; as a context manager, restore their previous values on exit."""
 
-    key = ""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self._previous = _state[self.key]
-        _state[self.key] = bool(enabled)
+    def __init__(self, flags: dict, keys: tuple[str, ...], enabled: bool) -> None:
+        self._flags = flags
+        self._previous = {key: flags[key] for key in keys}
+        flags.update(dict.fromkeys(keys, bool(enabled)))
 
     def __enter__(self) -> _Switch:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _state[self.key] = self._previous
+        self._flags.update(self._previous)
 
 
 class use_reference(_Switch):  # noqa: N801 - called like a function: use_reference(True)
-    """Force the PyTorch reference twins, for debugging; ``use_reference(False)`` lifts it.
+    """Force the PyTorch reference twins of every kernel family, or of one; ``use_reference(False)`` lifts it.
 
     Works as a call (``kernels.use_reference(True)``, stays in force) or as a context manager
-    (``with kernels.use_reference():``, restores the previous setting on exit).
+    (``with kernels.use_reference(family="routed"):``, restores the previous setting on exit).
+
+    Args:
+        enabled: force the twins (True) or lift the forcing (False).
+        family: "transposed_attention" or "routed" (``FAMILIES``); None for all of them.
+
+    Raises:
+        ValueError: for another family name.
     """
 
-    key = "reference"
+    def __init__(self, enabled: bool = True, family: str | None = None) -> None:
+        if family is not None:
+            _check_families([family], "use_reference")
+        super().__init__(_reference, FAMILIES if family is None else (family,), enabled)
 
 
 class debug_mode(_Switch):  # noqa: N801 - same calling convention as use_reference
@@ -65,7 +100,8 @@ class debug_mode(_Switch):  # noqa: N801 - same calling convention as use_refere
     Also on with ``SLERIR_KERNELS_DEBUG=1``. Costs a fill per buffer; for tests and debugging only.
     """
 
-    key = "debug"
+    def __init__(self, enabled: bool = True) -> None:
+        super().__init__(_state, ("debug",), enabled)
 
 
 def debug_enabled() -> bool:
@@ -113,9 +149,9 @@ def _interpreter_requested() -> bool:
     ).lower() in ("1", "true", "on")
 
 
-def use_triton(x: torch.Tensor) -> bool:
-    """Whether an op on tensors living where ``x`` lives should run its Triton kernel."""
-    if reference_forced():
+def use_triton(x: torch.Tensor, family: str) -> bool:
+    """Whether an op of ``family`` on tensors living where ``x`` lives should run its Triton kernel."""
+    if reference_forced(family):
         return False
     if x.is_cuda:
         return triton_available()

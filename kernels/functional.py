@@ -1,7 +1,7 @@
 """Public kernel functions: the Triton kernel on CUDA, the PyTorch reference twin elsewhere.
 
-``kernels._dispatch`` decides per call; ``kernels.use_reference`` and ``SLERIR_KERNELS=reference`` force
-the twins.
+``kernels._dispatch`` decides per call, per kernel family; ``kernels.use_reference``,
+``SLERIR_KERNELS=reference`` and ``SLERIR_REFERENCE_KERNELS=<families>`` force the twins.
 The CPU path imports nothing beyond torch.
 """
 
@@ -38,11 +38,11 @@ def transposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temp
             experts).
 
     Returns:
-        (B, heads, C_h, N) in the common dtype of q, k and v.
+        (B, heads, C_h, N) in the common dtype of q, k and v; under autocast, the autocast dtype.
     """
     fits = q.dim() == 4 and q.shape[2] <= MAX_HEAD_CHANNELS and q.shape[0] * q.shape[1] <= GRID_AXIS_LIMIT
     fits = fits and _kernel_dtypes(q, k, v, temperature)
-    if fits and _dispatch.use_triton(q):
+    if fits and _dispatch.use_triton(q, "transposed_attention"):
         from kernels.ops.transposed_attention import transposed_attention_triton
 
         return transposed_attention_triton(q, k, v, temperature)
@@ -61,9 +61,10 @@ def routed_pointwise(
         bias: optional (E, C_out) expert biases.
 
     Returns:
-        (B, C_out, N) (or (B, C_out, *spatial)) in x's dtype.
+        (B, C_out, N) (or (B, C_out, *spatial)) in x's dtype; under autocast, the autocast dtype.
     """
-    if x.dim() >= 2 and x.shape[0] <= GRID_AXIS_LIMIT and _kernel_dtypes(x, weight, bias) and _dispatch.use_triton(x):
+    fits = x.dim() >= 2 and x.shape[0] <= GRID_AXIS_LIMIT and _kernel_dtypes(x, weight, bias)
+    if fits and _dispatch.use_triton(x, "routed"):
         from kernels.ops.routed import routed_pointwise_triton
 
         return routed_pointwise_triton(x, weight, expert_index, bias)
@@ -85,6 +86,6 @@ def routed_depthwise3x3(
         bias: optional (E, C) expert biases.
 
     Returns:
-        (B, C, H, W) in x's dtype.
+        (B, C, H, W) in x's dtype; under autocast, the autocast dtype.
     """
     return routed_depthwise3x3_ref(x, weight, expert_index, bias)

@@ -17,6 +17,13 @@ PIXEL_MAJOR_MIN_PIXELS = 16384
 ran the (B, heads, C_h, N) form 1.2x to 1.7x faster (forward and backward, batch 4, bf16)."""
 
 
+def compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype an op computes and returns in for inputs of ``dtype``: inside an autocast region on
+    ``device_type`` its dtype, as autocast runs a matmul, else ``dtype``. Kernels and twins share it, so that
+    both return the same dtype under autocast."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else dtype
+
+
 def check_attention_args(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor
 ) -> tuple[int, int, int, int]:
@@ -58,7 +65,7 @@ def transposed_attention_ref(
         temperature: (heads,) or (B, heads) scale of the logits; (B, heads) gives each sample its own.
 
     Returns:
-        (B, heads, C_h, N) in the common dtype of q, k and v.
+        (B, heads, C_h, N) in the common dtype of q, k and v; under autocast, the autocast dtype.
     """
     b, h, c, n = check_attention_args(q, k, v, temperature)
     dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
@@ -155,14 +162,17 @@ def routed_pointwise_ref(
 ) -> torch.Tensor:
     """Per-sample expert 1x1 convolution: ``y[b] = weight[expert_index[b]] @ x[b] (+ bias[expert_index[b]])``.
 
-    Same contract as ``kernels.routed_pointwise``; the weights are cast to x's dtype, as autocast does.
+    Same contract as ``kernels.routed_pointwise``. Weights and bias are cast to x's dtype, or under autocast
+    everything to the autocast dtype (an fp32 bias added after autocast's bf16 ``bmm`` would promote the
+    output to fp32, where the kernel returns bf16).
     """
     weight = check_pointwise_args(x, weight, expert_index, bias)
     b, c_in = x.shape[:2]
     index = expert_index.long()
-    y = torch.bmm(weight[index].to(x.dtype), x.reshape(b, c_in, -1))
+    dtype = compute_dtype(x.device.type, x.dtype)
+    y = torch.bmm(weight[index].to(dtype), x.reshape(b, c_in, -1).to(dtype))
     if bias is not None:
-        y = y + bias[index].to(x.dtype)[:, :, None]
+        y = y + bias[index].to(dtype)[:, :, None]
     return y.view(b, -1, *x.shape[2:])
 
 
@@ -181,7 +191,7 @@ def routed_depthwise3x3_ref(
         bias: optional (E, C) expert biases.
 
     Returns:
-        (B, C, H, W) in x's dtype.
+        (B, C, H, W) in x's dtype; under autocast, the autocast dtype.
     """
     if x.dim() != 4:
         raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")

@@ -19,16 +19,15 @@ The depthwise 3x3 routed conv needs no kernel of its own: ``reference.routed_dep
 # Triton convention: sizes and compile-time constants in kernel signatures are capitalised (C, N, BLOCK_N).
 # ruff: noqa: N803
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator
 
 import torch
 import triton
 import triton.language as tl
 
 from kernels._dispatch import GRID_AXIS_LIMIT, debug_enabled, empty, sm_count
-from kernels.reference import check_pointwise_args
+from kernels.ops._launch import LaunchConfig, LaunchOverrides, dot_size, dot_types, split_tiles
+from kernels.reference import check_pointwise_args, compute_dtype
 
 # ----------------------------------------------------------------------------------------------------------
 # Triton kernels
@@ -174,69 +173,40 @@ def _expert_sum_kernel(
 # ----------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class LaunchConfig:
-    """Block sizes of one routed kernel (heuristics; no autotuning, which the interpreter can't run).
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RoutedLaunchConfig(LaunchConfig):
+    """Tiles of one routed kernel, beside the shared fields (``block_n``: pixels per tile).
 
     Attributes:
         block_m: output-channel rows per tile (dweight: rows of dW).
-        block_n: pixels per tile.
         block_k: input channels per tile (dweight: columns of dW).
-        num_warps: warps per program.
-        num_stages: software-pipelining depth.
-        fp32_precision: tl.dot input precision for fp32 inputs.
     """
 
     block_m: int
-    block_n: int
     block_k: int
-    num_warps: int
-    num_stages: int
-    fp32_precision: str = "tf32x3"
 
 
-_overrides: dict[str, dict[str, object]] = {"matmul": {}, "dweight": {}}
+_overrides = LaunchOverrides(RoutedLaunchConfig, kinds=("matmul", "dweight"))
+override_launch_config = _overrides.override
 
 
-@contextlib.contextmanager
-def override_launch_config(kind: str, **fields: object) -> Iterator[None]:
-    """Within the block, replace fields of the ``kind`` ("matmul" or "dweight") config (tests, sweeps)."""
-    previous = dict(_overrides[kind])
-    _overrides[kind].update(fields)
-    try:
-        yield
-    finally:
-        _overrides[kind] = previous
-
-
-def launch_config(m: int, k: int, dtype: torch.dtype, device: torch.device, kind: str = "matmul") -> LaunchConfig:
+def launch_config(m: int, k: int, dtype: torch.dtype, device: torch.device, kind: str = "matmul") -> RoutedLaunchConfig:
     """Tiles for an (M x K) expert weight; the model's K (48-400) fits one to seven K tiles.
 
-    Picked offline from sm_90 compiles (``python -m kernels.bench --compile-report``): no register spills.
-    fp32 operands are split into tf32 hi and lo parts (tf32x3), which doubles registers and shared memory.
+    Picked offline from sm_90 compiles (``python benchmarks/kernel_speed.py --compile-report``): no register
+    spills. fp32 operands are split into tf32 hi and lo parts (tf32x3), which doubles registers and shared
+    memory.
     """
-    block_m = max(16, min(64, triton.next_power_of_2(m)))
+    block_m = dot_size(m, 64)
     if device.type != "cuda":
-        config = LaunchConfig(block_m, 32, max(16, min(64, triton.next_power_of_2(k))), 4, 1, fp32_precision="ieee")
+        tiles = dict(block_n=32, block_k=dot_size(k, 64), num_warps=4, num_stages=1, fp32_precision="ieee")
     elif dtype == torch.bfloat16 or dtype == torch.float16:
-        config = LaunchConfig(block_m, 128, max(16, min(64, triton.next_power_of_2(k))), 4, 3)
+        tiles = dict(block_n=128, block_k=dot_size(k, 64), num_warps=4, num_stages=3)
     elif kind == "matmul":
-        config = LaunchConfig(block_m, 128, max(16, min(32, triton.next_power_of_2(k))), 8, 3)
+        tiles = dict(block_n=128, block_k=dot_size(k, 32), num_warps=8, num_stages=3)
     else:
-        config = LaunchConfig(block_m, 64, max(16, min(32, triton.next_power_of_2(k))), 8, 3)
-    return dataclasses.replace(config, **_overrides[kind]) if _overrides[kind] else config
-
-
-def _dot_types(dtype: torch.dtype, config: LaunchConfig, device: torch.device) -> tuple[tl.dtype, str]:
-    """tl.dot operands in x's dtype for 16-bit activations (as autocast would), else fp32 at the config's
-    precision; bf16 in Triton's interpreter (whose bf16 ``tl.dot`` is wrong) as fp32 operands."""
-    if dtype == torch.bfloat16:
-        if device.type != "cuda":  # the interpreter's bf16 tl.dot is wrong; widening bf16 to fp32 is exact
-            return tl.float32, config.fp32_precision
-        return tl.bfloat16, "tf32"
-    if dtype == torch.float16:
-        return tl.float16, "tf32"
-    return tl.float32, config.fp32_precision
+        tiles = dict(block_n=64, block_k=dot_size(k, 32), num_warps=8, num_stages=3)
+    return _overrides.apply(RoutedLaunchConfig(block_m=block_m, **tiles), kind)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -258,7 +228,7 @@ def routed_matmul(
     if transpose_weight:
         m, kdim, stride_wm, stride_wk = kdim, m, stride_wk, stride_wm
     config = launch_config(m, kdim, x.dtype, x.device)
-    dot_dtype, precision = _dot_types(x.dtype, config, x.device)
+    dot_dtype, precision = dot_types(x.dtype, config, x.device)
     y = empty((bsz, m, n), x.dtype, x.device)
     grid = (triton.cdiv(n, config.block_n) * triton.cdiv(m, config.block_m), bsz)
     _routed_matmul_kernel[grid](
@@ -284,14 +254,11 @@ def routed_weight_grad(
     kdim = x.shape[1]
     dev = dy.device
     config = launch_config(m, kdim, dy.dtype, dev, kind="dweight")
-    dot_dtype, precision = _dot_types(dy.dtype, config, dy.device)
+    dot_dtype, precision = dot_types(dy.dtype, config, dev)
     tiles = triton.cdiv(m, config.block_m) * triton.cdiv(kdim, config.block_k)
+    # Split the pixels so that B * tiles * S programs fill the GPU, 2 per SM; S is on grid axis 1.
     n_tiles = triton.cdiv(n, config.block_n)
-    # Split the pixels so that B * tiles * S programs fill the GPU, 2 per SM.
-    target = 2 * sm_count(dev)
-    splits = max(1, min(n_tiles, triton.cdiv(target, bsz * tiles), GRID_AXIS_LIMIT))
-    per_split = triton.cdiv(n_tiles, splits)
-    splits = triton.cdiv(n_tiles, per_split)
+    splits, per_split = split_tiles(n_tiles, bsz * tiles, 2 * sm_count(dev), most=GRID_AXIS_LIMIT)
 
     dw_part = empty((bsz, splits, m, kdim), torch.float32, dev)
     db_part = empty((bsz, splits, m), torch.float32, dev) if with_bias else dw_part
@@ -402,11 +369,10 @@ def routed_pointwise_triton(
 
     Same contract as ``kernels.routed_pointwise``. Expert indices are not range-checked on the device (that
     would need a host sync); in debug mode (``kernels.debug_mode``) they are. Under autocast x is cast to the
-    autocast dtype, as the reference's ``bmm`` would be; the weights are cast in the kernel.
+    autocast dtype, as the twin casts it (``compute_dtype``); the weights are cast in the kernel.
     """
     weight = check_pointwise_args(x, weight, expert_index, bias)
-    if torch.is_autocast_enabled(x.device.type):  # as the reference's bmm (or a conv) runs under autocast
-        x = x.to(torch.get_autocast_dtype(x.device.type))
+    x = x.to(compute_dtype(x.device.type, x.dtype))
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"routed_pointwise_triton supports fp32, fp16 and bf16, got {x.dtype}")
     bsz, c_in = x.shape[:2]

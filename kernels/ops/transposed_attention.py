@@ -36,16 +36,15 @@ matrices are stored padded (CP x CP) with zeros outside C x C.
 # Triton convention: sizes and compile-time constants in kernel signatures are capitalised (C, N, BLOCK_N).
 # ruff: noqa: N803
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator
 
 import torch
 import triton
 import triton.language as tl
 
 from kernels._dispatch import GRID_AXIS_LIMIT, MAX_HEAD_CHANNELS, empty, sm_count
-from kernels.reference import NORM_EPS, check_attention_args
+from kernels.ops._launch import LaunchConfig, LaunchOverrides, dot_size, dot_types, split_tiles
+from kernels.reference import NORM_EPS, check_attention_args, compute_dtype
 
 # ----------------------------------------------------------------------------------------------------------
 # Triton kernels
@@ -333,75 +332,48 @@ def _dqk_kernel(
 # ----------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class LaunchConfig:
-    """Block sizes and grid shape of the transposed-attention kernels.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransposedAttentionLaunchConfig(LaunchConfig):
+    """Grid shape of the transposed-attention kernels, beside the shared fields.
 
     Attributes:
-        block_n: pixels per tile.
-        num_warps: warps per program of the pixel passes.
-        num_stages: software-pipelining depth of the pixel loops.
         reduce_programs_per_sm: programs per SM the pixel-split reductions (Gram, dO vᵀ) aim for.
         map_programs_per_sm: programs per SM the per-pixel passes (P v, dq/dk, dv) aim for.
         num_splits: if > 0, exactly this many pixel splits per (sample, head) in the reductions (capped by the
             tile count); tests use it to exercise the split sum.
-        fp32_precision: tl.dot input precision for fp32 inputs ("tf32x3", "ieee" or "tf32").
         separate_dq_dk: compute dq and dk in two passes (each reads q and k) instead of one.
+        fp16_operands: fp32, in tf32: the same 10-bit mantissa as fp16, but the fp32 matrices P and dG keep
+            their range.
     """
 
-    block_n: int
-    num_warps: int
-    num_stages: int
     reduce_programs_per_sm: int = 2
     map_programs_per_sm: int = 4
     num_splits: int = 0
-    fp32_precision: str = "tf32x3"
     separate_dq_dk: bool = False
+    fp16_operands: tl.dtype = tl.float32
 
 
-_overrides: dict[str, object] = {}
+_overrides = LaunchOverrides(TransposedAttentionLaunchConfig)
+override_launch_config = _overrides.override
 
 
-@contextlib.contextmanager
-def override_launch_config(**fields: object) -> Iterator[None]:
-    """Within the block, replace fields of every chosen ``LaunchConfig`` (for tests and benchmark sweeps)."""
-    unknown = set(fields) - {f.name for f in dataclasses.fields(LaunchConfig)}
-    if unknown:
-        raise ValueError(f"unknown LaunchConfig fields: {sorted(unknown)}")
-    previous = dict(_overrides)
-    _overrides.update(fields)
-    try:
-        yield
-    finally:
-        _overrides.clear()
-        _overrides.update(previous)
+def launch_config(cp: int, dtype: torch.dtype, device: torch.device) -> TransposedAttentionLaunchConfig:
+    """Choose block sizes for CP padded channels.
 
-
-def launch_config(cp: int, dtype: torch.dtype, device: torch.device) -> LaunchConfig:
-    """Choose block sizes for CP padded channels (heuristics; no autotuning, which the interpreter can't run).
-
-    Picked offline from sm_90 compiles (``python -m kernels.bench --compile-report``): every pixel kernel
-    without register spills and within 227 KiB of shared memory. 16-bit inputs take wide tiles; fp32 inputs
-    split each operand into tf32 hi and lo parts in registers and shared memory (tf32x3), so they take narrow
-    ones, and at CP = 128 compute dq and dk in separate passes.
+    Picked offline from sm_90 compiles (``python benchmarks/kernel_speed.py --compile-report``): every pixel
+    kernel without register spills and within 227 KiB of shared memory. 16-bit inputs take wide tiles; fp32
+    inputs split each operand into tf32 hi and lo parts in registers and shared memory (tf32x3), so they take
+    narrow ones, and at CP = 128 compute dq and dk in separate passes.
     """
     if device.type != "cuda":  # Triton's interpreter: moderate tiles keep the numpy emulation quick
-        config = LaunchConfig(block_n=64, num_warps=4, num_stages=1, fp32_precision="ieee")
+        tiles = dict(block_n=64, num_warps=4, num_stages=1, fp32_precision="ieee")
     elif dtype == torch.bfloat16:
-        config = LaunchConfig(block_n=128 if cp <= 64 else 64, num_warps=8, num_stages=3)
+        tiles = dict(block_n=128 if cp <= 64 else 64, num_warps=8, num_stages=3)
     elif cp <= 64:  # fp32 (tf32x3) and fp16 (fp32 operands in tf32)
-        config = LaunchConfig(block_n=64, num_warps=8, num_stages=2)
+        tiles = dict(block_n=64, num_warps=8, num_stages=2)
     else:
-        config = LaunchConfig(block_n=32, num_warps=8, num_stages=2, separate_dq_dk=dtype == torch.float32)
-    return dataclasses.replace(config, **_overrides) if _overrides else config
-
-
-def _split(n_tiles: int, bh: int, target_programs: int, forced: int = 0) -> tuple[int, int]:
-    """Split n_tiles pixel tiles into S contiguous runs, S * bh ≈ target_programs; returns (S, tiles/run)."""
-    splits = forced if forced > 0 else triton.cdiv(target_programs, bh)
-    splits = max(1, min(n_tiles, splits))
-    per_split = triton.cdiv(n_tiles, splits)
-    return triton.cdiv(n_tiles, per_split), per_split  # no empty run
+        tiles = dict(block_n=32, num_warps=8, num_stages=2, separate_dq_dk=dtype == torch.float32)
+    return _overrides.apply(TransposedAttentionLaunchConfig(**tiles))
 
 
 # A finishing kernel walks at most this many split partials itself; longer runs (a few (sample, head) pairs
@@ -417,27 +389,6 @@ def _presum(part: torch.Tensor, splits: int) -> tuple[torch.Tensor, int]:
     return part.sum(dim=1, keepdim=True), 1
 
 
-def _padded_channels(c: int) -> int:
-    return max(16, triton.next_power_of_2(c))
-
-
-def _dot_types(dtype: torch.dtype, config: LaunchConfig, device: torch.device) -> tuple[tl.dtype, str]:
-    """tl.dot operand dtype and precision for inputs of this dtype.
-
-    bf16: native bf16 operands, fp32 accumulation (in Triton's interpreter, whose bf16 ``tl.dot`` is wrong,
-    fp32 operands: the loads and stores still run in bf16). fp16: fp32 operands in tf32 (same 10-bit mantissa
-    as fp16, but the fp32 matrices P and dG keep their range). fp32: ``config.fp32_precision`` ("tf32x3" on
-    GPUs: fp32 accuracy on the tensor cores; "ieee" in the interpreter).
-    """
-    if dtype == torch.bfloat16:
-        if device.type != "cuda":  # the interpreter's bf16 tl.dot is wrong; widening bf16 to fp32 is exact
-            return tl.float32, config.fp32_precision
-        return tl.bfloat16, "tf32"
-    if dtype == torch.float16:
-        return tl.float32, "tf32"
-    return tl.float32, config.fp32_precision
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Host launchers
 # ----------------------------------------------------------------------------------------------------------
@@ -447,7 +398,7 @@ def _strides3(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(2)
 
 
-def mdta_forward(
+def transposed_attention_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launch the forward kernels. q, k, v: (B, H, C, N) with unit pixel stride; temperature: (B, H).
@@ -457,14 +408,14 @@ def mdta_forward(
         (B*H, CP), fp32.
     """
     bsz, heads, c, n = q.shape
-    bh, cp, dev = bsz * heads, _padded_channels(c), q.device
+    bh, cp, dev = bsz * heads, dot_size(c), q.device
     config = launch_config(cp, q.dtype, dev)
-    dot_dtype, precision = _dot_types(q.dtype, config, q.device)
+    dot_dtype, precision = dot_types(q.dtype, config, dev)
     n_tiles = triton.cdiv(n, config.block_n)
     sms = sm_count(dev)
     f32 = torch.float32
 
-    splits, per_split = _split(n_tiles, bh, sms * config.reduce_programs_per_sm, config.num_splits)
+    splits, per_split = split_tiles(n_tiles, bh, sms * config.reduce_programs_per_sm, config.num_splits)
     part_size = cp * cp + 2 * cp
     part = empty((bh, splits, part_size), f32, dev)
     _gram_partial_kernel[(splits, bh)](
@@ -486,7 +437,7 @@ def mdta_forward(
     )  # fmt: skip
 
     out = empty((bsz, heads, c, n), q.dtype, dev)
-    progs, per_prog = _split(n_tiles, bh, sms * config.map_programs_per_sm)
+    progs, per_prog = split_tiles(n_tiles, bh, sms * config.map_programs_per_sm)
     _matmul_pixels_kernel[(progs, bh)](
         p, v, out, heads, c, n, per_prog, *_strides3(v),
         CP=cp, BLOCK_N=config.block_n, TRANS_M=False, DOT_DTYPE=dot_dtype, PRECISION=precision,
@@ -495,7 +446,7 @@ def mdta_forward(
     return out, p, g, nq, nk
 
 
-def mdta_backward(
+def transposed_attention_backward(
     dout: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -508,14 +459,14 @@ def mdta_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launch the backward kernels; returns dq, dk, dv (B, H, C, N) and dtemperature (B, H) fp32."""
     bsz, heads, c, n = q.shape
-    bh, cp, dev = bsz * heads, _padded_channels(c), q.device
+    bh, cp, dev = bsz * heads, dot_size(c), q.device
     config = launch_config(cp, q.dtype, dev)
-    dot_dtype, precision = _dot_types(q.dtype, config, q.device)
+    dot_dtype, precision = dot_types(q.dtype, config, dev)
     n_tiles = triton.cdiv(n, config.block_n)
     sms = sm_count(dev)
     f32 = torch.float32
 
-    splits, per_split = _split(n_tiles, bh, sms * config.reduce_programs_per_sm, config.num_splits)
+    splits, per_split = split_tiles(n_tiles, bh, sms * config.reduce_programs_per_sm, config.num_splits)
     dp_part = empty((bh, splits, cp * cp), f32, dev)
     _gram_partial_kernel[(splits, bh)](
         dout, v, dp_part, heads, c, n, splits, per_split, *_strides3(dout), *_strides3(v),
@@ -536,7 +487,7 @@ def mdta_backward(
         CP=cp, BLOCK_R=block_r, num_warps=4,
     )  # fmt: skip
 
-    progs, per_prog = _split(n_tiles, bh, sms * config.map_programs_per_sm)
+    progs, per_prog = split_tiles(n_tiles, bh, sms * config.map_programs_per_sm)
     dq = empty((bsz, heads, c, n), q.dtype, dev)
     dk = empty((bsz, heads, c, n), k.dtype, dev)
     passes = ((True, False), (False, True)) if config.separate_dq_dk else ((True, True),)
@@ -561,17 +512,17 @@ def mdta_backward(
 # ----------------------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("slerir_kernels::mdta_forward", mutates_args=())
-def _mdta_forward_op(
+@torch.library.custom_op("slerir_kernels::transposed_attention_forward", mutates_args=())
+def _transposed_attention_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return mdta_forward(q, k, v, temperature)
+    return transposed_attention_forward(q, k, v, temperature)
 
 
-@_mdta_forward_op.register_fake
+@_transposed_attention_op.register_fake
 def _(q, k, v, temperature):
     bsz, heads, c, _ = q.shape
-    cp = _padded_channels(c)
+    cp = dot_size(c)
     mat = q.new_empty((bsz * heads, cp, cp), dtype=torch.float32)
     vec = q.new_empty((bsz * heads, cp), dtype=torch.float32)
     return (
@@ -583,8 +534,8 @@ def _(q, k, v, temperature):
     )
 
 
-@torch.library.custom_op("slerir_kernels::mdta_backward", mutates_args=())
-def _mdta_backward_op(
+@torch.library.custom_op("slerir_kernels::transposed_attention_backward", mutates_args=())
+def _transposed_attention_backward_op(
     dout: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -595,10 +546,10 @@ def _mdta_backward_op(
     nq: torch.Tensor,
     nk: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return mdta_backward(dout, q, k, v, temperature, p, g, nq, nk)
+    return transposed_attention_backward(dout, q, k, v, temperature, p, g, nq, nk)
 
 
-@_mdta_backward_op.register_fake
+@_transposed_attention_backward_op.register_fake
 def _(dout, q, k, v, temperature, p, g, nq, nk):
     like = {"memory_format": torch.contiguous_format}
     dt = temperature.new_empty(temperature.shape, dtype=torch.float32)
@@ -616,11 +567,11 @@ def _backward(ctx, dout, *_unused_grads):
     dout = dout.to(q.dtype)
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
-    dq, dk, dv, dt = _mdta_backward_op(dout, q, k, v, temperature, p, g, nq, nk)
+    dq, dk, dv, dt = _transposed_attention_backward_op(dout, q, k, v, temperature, p, g, nq, nk)
     return dq, dk, dv, dt.to(temperature.dtype)
 
 
-_mdta_forward_op.register_autograd(_backward, setup_context=_setup_context)
+_transposed_attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -635,7 +586,7 @@ def transposed_attention_triton(
 
     Same contract as ``kernels.transposed_attention``. Any strides are accepted; only a non-unit pixel stride
     costs a copy (the model's ``chunk`` views of the qkv tensor are read in place). Under autocast the inputs
-    are cast to the autocast dtype, as the reference's matmuls would be.
+    are cast to the autocast dtype (``compute_dtype``), the dtype of the twin's matmuls.
 
     Args:
         q: (B, heads, C_h, N) queries.
@@ -651,11 +602,9 @@ def transposed_attention_triton(
         raise ValueError(f"B * heads = {bsz * heads} exceeds the grid limit {GRID_AXIS_LIMIT}")
     if q.shape[2] > MAX_HEAD_CHANNELS:
         raise ValueError(f"C_h = {q.shape[2]} > {MAX_HEAD_CHANNELS} channels per head: use transposed_attention_ref")
-    dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
-    if torch.is_autocast_enabled(q.device.type):  # as the reference's matmuls would run under autocast
-        dtype = torch.get_autocast_dtype(q.device.type)
+    dtype = compute_dtype(q.device.type, torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype))
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"transposed_attention_triton supports fp32, fp16 and bf16, got {dtype}")
     q, k, v = (x.to(dtype) if x.stride(-1) == 1 else x.to(dtype).contiguous() for x in (q, k, v))
-    out, *_ = _mdta_forward_op(q, k, v, temperature.expand(bsz, heads))
+    out, *_ = _transposed_attention_op(q, k, v, temperature.expand(bsz, heads))
     return out

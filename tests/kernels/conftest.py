@@ -42,6 +42,17 @@ def _poison_outputs():
         torch.cuda.empty_cache()
 
 
+@pytest.fixture(autouse=True)
+def _full_fp32():
+    """torch's fp32 matmuls and convolutions in full fp32, as the kernels' (tf32x3) are, so that the references
+    compared with them are exact to fp32; cuDNN convolutions default to TF32, which put a reference 1x1
+    convolution 1.4e-4 off on a GPU. Restored after the test."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
 @pytest.fixture
 def device() -> torch.device:
     """The GPU if there is one, else the CPU (Triton's interpreter)."""

@@ -1,4 +1,4 @@
-"""Benchmark the kernels against the byte floor and the eager reference: ``python -m kernels.bench``.
+"""Benchmark the kernels against the byte floor and the eager reference: ``python benchmarks/kernel_speed.py``.
 
 On a CUDA GPU, for the paper config's stage shapes (dim 48; level l has 48·2^(l-1) channels in 2^(l-1)
 heads, so C_h = 48 at every level, at (S / 2^(l-1))² pixels; dec1 and refine have 96 channels in 1 head) at
@@ -326,6 +326,7 @@ def compile_report(arch: int = 90, aligned: bool = True) -> list[dict]:
     """Registers, spill stack and shared memory of every kernel at the launch configurations chosen."""
     from kernels.ops import routed as rt
     from kernels.ops import transposed_attention as ta
+    from kernels.ops._launch import dot_types
 
     cuda = torch.device("cuda")
     io_types = {"fp32": "*fp32", "bf16": "*bf16", "fp16": "*fp16"}
@@ -345,7 +346,7 @@ def compile_report(arch: int = 90, aligned: bool = True) -> list[dict]:
     for dtype_name, cp in itertools.product(("fp32", "bf16", "fp16"), (64, 128)):
         dtype = DTYPES[dtype_name]
         cfg = ta.launch_config(cp, dtype, cuda)
-        dot, precision = ta._dot_types(dtype, cfg, cuda)
+        dot, precision = dot_types(dtype, cfg, cuda)
         io = io_types[dtype_name]
         info = {"size": f"CP{cp} N{cfg.block_n}", "precision": precision}
         pix = {"CP": cp, "BLOCK_N": cfg.block_n, "DOT_DTYPE": dot, "PRECISION": precision}
@@ -431,7 +432,7 @@ def compile_report(arch: int = 90, aligned: bool = True) -> list[dict]:
             ("dweight", rt._dweight_partial_kernel, {"dy_ptr": io, "x_ptr": io}),
         ):
             cfg = rt.launch_config(m, k, dtype, cuda, kind)
-            dot, precision = rt._dot_types(dtype, cfg, cuda)
+            dot, precision = dot_types(dtype, cfg, cuda)
             tiles = {"BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k}
             constexprs = {**tiles, "DOT_DTYPE": dot, "PRECISION": precision, "HAS_BIAS": True}
             size = f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}"
@@ -498,7 +499,7 @@ def interpreter_sanity() -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (see the module docstring); returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/kernel_speed.py", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="image sizes S (S x S pixels)")
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
     parser.add_argument("--ops", nargs="+", default=["attention", "routed"], choices=["attention", "routed"])
@@ -526,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_fmt_table(rows, columns))
         return 0 if args.unaligned or all(r["ok"] == "yes" for r in rows) else 1
     elif not torch.cuda.is_available():
-        print("No CUDA GPU here: the benchmark needs one (run `python -m kernels.bench` on the GPU machine).")
+        print("No CUDA GPU here: the benchmark needs one (run `python benchmarks/kernel_speed.py` on a GPU machine).")
         print("Running a tiny forward+backward sanity check of the kernels in Triton's interpreter instead.\n")
         os.environ.setdefault("TRITON_INTERPRET", "1")
         if "triton" in sys.modules and not _interpreting():
