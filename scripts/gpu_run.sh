@@ -31,7 +31,8 @@
 #                       go to a temporary folder unless --out or $OUT says otherwise
 #   --minutes M         minutes the whole run must end within (default 9.5)
 #   --batch N           training crops a step (default 128; 2 on a dry run)
-#   --max-file-mib N    largest file written to the results (default 16): weights over it are saved in fp16
+#   --max-file-mib N    largest weights file left in the results (default 16): fp32 weights over it are saved
+#                       in fp16
 #   --init PATH         weights to continue from (default slerir_core/weights/slerir-compact.safetensors)
 #   --out DIR           results folder (default $OUT when set)
 #   -h, --help          this text
@@ -301,8 +302,8 @@ for family in "${families[@]}"; do
             FAILING[$family]=1
         fi
     else
-        statuses+=("$family: FAILED (exit $rc: $(summary_count "$line" failed) failed, $(summary_count "$line" error)" \
-            "errors, $(summary_count "$line" passed) passed)")
+        counts="$(summary_count "$line" failed) failed, $(summary_count "$line" error) errors"
+        statuses+=("$family: FAILED (exit $rc: $counts, $(summary_count "$line" passed) passed)")
         FAILING[$family]=1
     fi
 done
