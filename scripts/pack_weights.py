@@ -1,10 +1,10 @@
-"""Copy a training run's weights to a size-limited destination: ``python scripts/device_weights.py RUN DEST``.
+"""Copy a training run's weights to a file of bounded size: ``python scripts/pack_weights.py RUN DEST``.
 
-Used by ``scripts/device_session.sh``, whose files come back from the device machine only up to 16 MiB each.
-The run's ``model.safetensors`` is copied as it is when it fits, and rewritten in fp16 when it does not (the
-compact model is about 17 MiB in fp32 and 9 MiB in fp16). When the run was cut off before its export, the
-weights come from the last ``checkpoint.pt`` instead, so a lent GPU's minutes are not lost to a late kill.
-Prints one line saying what was written; exits 1 when the run left no weights at all.
+``scripts/gpu_run.sh`` packs its run's weights with it (``--max-file-mib``, default 16). The run's
+``model.safetensors`` is copied as it is when it fits, and rewritten in fp16 when it does not (the compact model
+is about 17 MiB in fp32 and 9 MiB in fp16). When the run was cut off before its export, the weights come from the
+last ``checkpoint.pt`` instead, so the steps trained before a late kill are kept. Prints one line saying what
+was written; exits 1 when the run left no weights at all.
 """
 
 from __future__ import annotations
@@ -69,15 +69,17 @@ def pack(run: Path, dest: Path, limit: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="device_weights.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pack_weights.py", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the training run folder (slerir train --out)")
     parser.add_argument("dest", type=Path, help="the weights file to write")
-    parser.add_argument("--limit-mib", type=float, default=16.0, help="largest file size kept in fp32")
+    parser.add_argument(
+        "--max-file-mib", type=float, default=16.0, help="largest file size in MiB: weights over it are saved in fp16"
+    )
     args = parser.parse_args(argv)
     try:
-        print(pack(args.run, args.dest, int(args.limit_mib * MIB)))
+        print(pack(args.run, args.dest, int(args.max_file_mib * MIB)))
     except FileNotFoundError as err:
-        print(f"device_weights.py: {err}", file=sys.stderr)
+        print(f"pack_weights.py: {err}", file=sys.stderr)
         return 1
     return 0
 
