@@ -20,7 +20,7 @@
 #   pack          the weights (fp16 when fp32 is over --max-file-mib) and the run's CSV logs into the results
 #   restore       Restorer.restore of a 4096² RGB uint8 image with the shipped weights, model loaded, after one
 #                 warm-up call (512² on the dry run's CPU)
-#   bench         python -m kernels.bench, with whatever time is left
+#   bench         python benchmarks/kernel_speed.py, with whatever time is left
 # Training gets the budget less the time set-up and tests took and less the reserves for the imports, packing,
 # the restore timing and the bench: a slow start shortens training, never the deadline.
 #
@@ -485,8 +485,8 @@ limit=$(($(left) - 10))
 if ((limit < 20)); then
     bench_status="skipped: ${limit}s left"
 else
-    echo "${KENV[*]}${KENV[*]:+ }python -m kernels.bench ${BENCH[*]} --json $OUT/bench.json   (time limit ${limit}s)"
-    env "${KENV[@]}" timeout --kill-after=10 "$limit" "$PY" -m kernels.bench "${BENCH[@]}" --json "$OUT/bench.json" 2>&1
+    echo "${KENV[*]}${KENV[*]:+ }python benchmarks/kernel_speed.py ${BENCH[*]} --json $OUT/bench.json   (time limit ${limit}s)"
+    env "${KENV[@]}" timeout --kill-after=10 "$limit" "$PY" benchmarks/kernel_speed.py "${BENCH[@]}" --json "$OUT/bench.json" 2>&1
     rc=$?
     case $rc in
         0) bench_status="ok" ;;
