@@ -98,7 +98,7 @@ def gamma(n: int, alpha: float, generator: torch.Generator, tries: int = 8) -> t
     u = torch.rand(n, tries, generator=generator, device=generator.device)
     accept = (v > 0) & (torch.log(u) < 0.5 * x**2 + d - d * v + d * torch.log(v.clamp_min(1e-30)))
     accept[:, -1] = True
-    first = accept.to(torch.uint8).argmax(dim=1, keepdim=True)
+    first = accept.float().argmax(dim=1, keepdim=True)  # the first True
     return d * v.gather(1, first).squeeze(1)
 
 
@@ -219,7 +219,7 @@ def poisson_gaussian(
 
 
 @functools.cache
-def _blob_weights(grid: int, h: int, w: int) -> np.ndarray:
+def _blob_weights(grid: int, h: int, w: int, device: torch.device) -> torch.Tensor:
     """skimage's ``resize(order=3, mode="reflect")`` of a grid×grid array to h×w as a linear map (grid², h, w).
 
     Resizing up is linear in the array and then clipped to its range; the map is each basis image resized.
@@ -227,7 +227,8 @@ def _blob_weights(grid: int, h: int, w: int) -> np.ndarray:
     from skimage.transform import resize
 
     basis = np.eye(grid * grid).reshape(-1, grid, grid)
-    return np.stack([resize(e, (h, w), order=3, mode="reflect", clip=False) for e in basis]).astype(np.float32)
+    weights = np.stack([resize(e, (h, w), order=3, mode="reflect", clip=False) for e in basis])
+    return torch.from_numpy(weights.astype(np.float32)).to(device)
 
 
 def blob_field(noise: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -241,7 +242,7 @@ def blob_field(noise: torch.Tensor, h: int, w: int) -> torch.Tensor:
         (B, h, w) smooth fields.
     """
     b, g, _ = noise.shape
-    weights = torch.from_numpy(_blob_weights(g, h, w)).to(noise.device)
+    weights = _blob_weights(g, h, w, noise.device)
     flat = noise.reshape(b, -1)
     field = torch.einsum("bk,khw->bhw", flat, weights)
     low, high = flat.min(dim=1).values, flat.max(dim=1).values
