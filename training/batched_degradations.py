@@ -7,10 +7,9 @@ train on the same distribution of degradations:
 
 * formulas that are plain arithmetic (noise, low light, microscopy noise, the scattering model of haze) are
   written again in torch;
-* filters match the CPU's borders exactly: motion and defocus blur pad by reflection as ``np.pad`` does,
-  Gaussian filters as ``scipy.ndimage`` does (``reflect``, truncated at 4 sigma), and haze's upsampled
-  depth blobs use scikit-image's own cubic-spline weights, so given the same parameters the outputs are the
-  CPU's up to float rounding;
+* filters (``training.batched_filters``) keep the CPU's borders, and haze's upsampled depth blobs use
+  scikit-image's own cubic-spline weights, so given the same parameters the outputs are the CPU's up to
+  float rounding;
 * where the CPU draws a random kernel per image (camera-shake trajectories, defocus discs, rain streaks),
   :class:`KernelBank` fills a bank once with the CPU functions themselves and each sample picks one: a
   Monte-Carlo sample of the same kernel distribution, thousands strong.
@@ -28,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from slerir_core.degradations.blur import (
     DEFOCUS_RADIUS_RANGE,
@@ -53,11 +51,14 @@ from slerir_core.degradations.rain import (
     RAIN_WIDTH_RANGE,
     streak_kernel,
 )
+from training.batched_filters import TRUNCATE, convolve, gaussian_blur, valid_convolution
 
-TRUNCATE = 4.0
-"""Gaussian filters stop at this many sigmas, as ``scipy.ndimage.gaussian_filter`` does by default."""
+KERNEL_BANK_TAG = 0xB1A5
+"""Spawn key of the kernel banks' seeds, which keeps them apart from the training streams'."""
 HAZE_BLOB_GRIDS = (3, 4, 5)
 """Sides of the random grids that haze's depth proxy upsamples (``rng.integers(3, 6)`` on the CPU)."""
+HAZE_TILT_RANGE = (-30.0, 30.0)
+"""Tilt of the depth proxy's ramp from vertical, in degrees."""
 HAZE_CUE_WEIGHTS = (4.0, 1.5, 1.0)
 """Dirichlet concentrations of the depth proxy's ramp, luminance and blob cues."""
 HAZE_LUMINANCE_SIGMA = 0.04
@@ -106,85 +107,6 @@ def dirichlet(n: int, concentration: Sequence[float], generator: torch.Generator
     """``n`` Dirichlet draws (n, K), as normalised Gamma draws."""
     g = torch.stack([gamma(n, a, generator) for a in concentration], dim=1)
     return g / g.sum(dim=1, keepdim=True)
-
-
-# -- filters ----------------------------------------------------------------------------------------------------
-
-
-def _mirror(n: int, pad: int, device: torch.device, repeat_edge: bool) -> torch.Tensor:
-    """Source index of each position of an axis of length ``n`` padded by ``pad`` on both sides.
-
-    ``repeat_edge=False`` mirrors about the edge pixels (``np.pad`` ``reflect``, ``a b c | b a``);
-    ``True`` repeats them (``np.pad`` ``symmetric``, ``scipy.ndimage`` ``reflect``, ``a b c | c b a``). Pads
-    wider than the axis keep mirroring, as numpy does.
-    """
-    i = torch.arange(-pad, n + pad, device=device)
-    if n == 1:
-        return torch.zeros_like(i)
-    period = 2 * n if repeat_edge else 2 * (n - 1)
-    m = torch.remainder(i, period)
-    return torch.where(m >= n, period - m - (1 if repeat_edge else 0), m)
-
-
-def mirror_pad(x: torch.Tensor, pad_h: int, pad_w: int, repeat_edge: bool = False) -> torch.Tensor:
-    """Pad the last two axes by mirroring (see :func:`_mirror`), any width."""
-    rows = _mirror(x.shape[-2], pad_h, x.device, repeat_edge)
-    cols = _mirror(x.shape[-1], pad_w, x.device, repeat_edge)
-    return x.index_select(-2, rows).index_select(-1, cols)
-
-
-def _valid_convolution(signal: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """True 2-D convolution of each signal with its kernel, ``valid`` part only, by FFT.
-
-    Args:
-        signal: (B, C, Hs, Ws).
-        kernels: (B, C or 1, k, k), k <= Hs, Ws.
-
-    Returns:
-        (B, C, Hs - k + 1, Ws - k + 1): a circular convolution of the signal's size wraps around only in the
-        first ``k - 1`` rows and columns, which the valid part leaves out.
-    """
-    k = kernels.shape[-1]
-    size = signal.shape[-2:]
-    spectrum = torch.fft.rfft2(signal.float()) * torch.fft.rfft2(kernels.float(), s=size)
-    return torch.fft.irfft2(spectrum, s=size)[..., k - 1 :, k - 1 :]
-
-
-def convolve(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Convolve every channel of each sample with its own kernel, reflecting at the borders.
-
-    The batched twin of ``slerir_core.degradations._common.convolve``: the same reflect padding (``np.pad``'s),
-    the same true convolution, so a sample comes out as the CPU would blur it.
-
-    Args:
-        x: (B, C, H, W) images.
-        kernels: (B, k, k) kernels of odd side k.
-    """
-    k = kernels.shape[-1]
-    padded = mirror_pad(x, k // 2, k // 2)
-    return _valid_convolution(padded, kernels[:, None])
-
-
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
-    """Gaussian filter of H and W with one sigma per sample, as ``scipy.ndimage.gaussian_filter`` computes it.
-
-    Each sample's kernel stops at ``int(4 sigma + 0.5)`` pixels and sums to 1 there; borders repeat the edge
-    pixel (scipy's ``reflect``).
-
-    Args:
-        x: (B, C, H, W) images.
-        sigma: (B,) standard deviations in pixels.
-        radius: a bound on every sample's kernel radius (kernels are zero beyond their own).
-    """
-    b, c, h, w = x.shape
-    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
-    own = torch.floor(TRUNCATE * sigma + 0.5)[:, None]
-    taps = torch.exp(-0.5 * (offsets / sigma[:, None]) ** 2) * (offsets.abs() <= own)
-    taps = (taps / taps.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (B·C, 2r + 1)
-    padded = mirror_pad(x.float(), radius, radius, repeat_edge=True).reshape(1, b * c, h + 2 * radius, -1)
-    out = F.conv2d(padded, taps[:, None, :, None], groups=b * c)
-    out = F.conv2d(out, taps[:, None, None, :], groups=b * c)
-    return out.reshape(b, c, h, w)
 
 
 # -- formulas -----------------------------------------------------------------------------------------------
@@ -307,13 +229,13 @@ def streak_layer(drops: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, H, W) streaks, unclipped.
     """
-    return _valid_convolution(drops, kernels).sum(dim=1)
+    return valid_convolution(drops, kernels).sum(dim=1)
 
 
 # -- kernel banks ---------------------------------------------------------------------------------------------
 
 
-def _centre(kernels: Sequence[np.ndarray]) -> np.ndarray:
+def centre_kernels(kernels: Sequence[np.ndarray]) -> np.ndarray:
     """Zero-pad square odd kernels, centred, to the largest side among them: (K, S, S)."""
     side = max(k.shape[0] for k in kernels)
     return np.stack([np.pad(k, (side - k.shape[0]) // 2) for k in kernels]).astype(np.float32)
@@ -349,7 +271,7 @@ class KernelBank:
             streaks: rain streak pairs (length, angle and width uniform in the rain ranges, the short streak
                 ``RAIN_SHORT_RANGE`` of the long one).
         """
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xB1A5,)))
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(KERNEL_BANK_TAG,)))
         psfs = [motion_kernel(rng.uniform(*MOTION_LENGTH_RANGE), rng) for _ in range(motion)]
         psfs += [defocus_kernel(rng.uniform(*DEFOCUS_RADIUS_RANGE)) for _ in range(defocus)]
         pairs = []
@@ -357,9 +279,9 @@ class KernelBank:
             length, angle = rng.uniform(*RAIN_LENGTH_RANGE), rng.uniform(*RAIN_ANGLE_RANGE)
             width, short = rng.uniform(*RAIN_WIDTH_RANGE), rng.uniform(*RAIN_SHORT_RANGE)
             pairs += [streak_kernel(length, angle, width), streak_kernel(length * short, angle, width)]
-        streak_bank = _centre(pairs)
+        streak_bank = centre_kernels(pairs)
         streak_bank = streak_bank.reshape(streaks, 2, *streak_bank.shape[1:])
-        return cls(torch.from_numpy(_centre(psfs)).to(device), motion, torch.from_numpy(streak_bank).to(device))
+        return cls(torch.from_numpy(centre_kernels(psfs)).to(device), motion, torch.from_numpy(streak_bank).to(device))
 
 
 # -- the tasks ------------------------------------------------------------------------------------------------
@@ -425,7 +347,7 @@ class BatchedDegradations:
         tint = uniform(b * c, (-HAZE_TINT, HAZE_TINT), generator).reshape(b, c) if c == 3 else 0.0
         airlight = (grey + tint).clamp(0.0, 1.0).expand(b, c)
         near = uniform(b, HAZE_NEAR_RANGE, generator)
-        tilt = torch.deg2rad(uniform(b, (-30.0, 30.0), generator))
+        tilt = torch.deg2rad(uniform(b, HAZE_TILT_RANGE, generator))
         grid = torch.randint(len(HAZE_BLOB_GRIDS), (b,), generator=generator, device=x.device)
         blobs = torch.zeros(b, h, w, device=x.device)
         for i, g in enumerate(HAZE_BLOB_GRIDS):  # three grid sizes, each a batched upsampling of all samples

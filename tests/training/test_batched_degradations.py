@@ -20,16 +20,14 @@ from slerir_core.degradations.microscopy import micro_blur as cpu_micro_blur
 from training.batched_degradations import (
     BatchedDegradations,
     KernelBank,
-    _centre,
     blob_field,
-    convolve,
+    centre_kernels,
     dirichlet,
     gamma,
-    gaussian_blur,
-    mirror_pad,
     scatter,
 )
 from training.batched_degradations import depth_proxy as batched_depth_proxy
+from training.batched_filters import convolve, gaussian_blur, mirror_pad
 from training.config import DataConfig
 from training.crop_bank import make_crops
 
@@ -103,7 +101,7 @@ def test_convolve_blurs_as_the_cpu_blur(crops):
     rng = np.random.default_rng(1)
     kernels = [cpu_blur.motion_kernel(24.0, rng), cpu_blur.motion_kernel(6.0, rng), cpu_blur.defocus_kernel(4.2)]
     expected = np.stack([cpu_blur.blur(crops[i], rng, kernel=k) for i, k in enumerate(kernels)])
-    out = convolve(batch(crops[:3]), torch.from_numpy(_centre(kernels))).clamp(0, 1)
+    out = convolve(batch(crops[:3]), torch.from_numpy(centre_kernels(kernels))).clamp(0, 1)
     np.testing.assert_allclose(out.permute(0, 2, 3, 1).numpy(), expected, atol=2e-6)
 
 
