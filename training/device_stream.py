@@ -16,6 +16,8 @@ the same on every machine of one device type, not across types.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -68,7 +70,7 @@ class DeviceStream:
         device: str | torch.device,
         sampler: StreamSampler,
         bank_size: int = BANK_SIZE,
-        cache_dir: str | None = None,
+        cache_dir: str | Path | None = None,
         workers: int | None = None,
     ) -> None:
         if cfg.type != "synthetic":
