@@ -51,6 +51,8 @@ class DataConfig:
         composite_prob: chance that a sample degraded on the fly carries a second degradation of the same
             domain (photo or microscopy), applied in physical order; the label stays the first.
         workers: DataLoader worker processes (0 loads in the training process).
+        on_device: make synthetic batches on the training device, from a bank of clean crops made once and
+            batched degradations (``training/device_stream.py``), instead of in DataLoader workers.
         val_images: held-out images per task for the per-epoch validation.
         val_size: side of the validation images.
     """
@@ -64,6 +66,7 @@ class DataConfig:
     dead_leaves_prob: float = 0.5
     composite_prob: float = 0.0
     workers: int = 0
+    on_device: bool = False
     val_images: int = 4
     val_size: int = 64
 
@@ -81,6 +84,7 @@ class DataConfig:
         require(all(s > 0 for s in self.noise_sigmas), "noise_sigmas must be > 0")
         require(0.0 <= self.dead_leaves_prob <= 1.0, "dead_leaves_prob must be in [0, 1]")
         require(0.0 <= self.composite_prob <= 1.0, "composite_prob must be in [0, 1]")
+        require(not self.on_device or self.type == "synthetic", "on_device makes synthetic data only")
         require(self.workers >= 0 and self.val_images >= 0, "workers and val_images must be >= 0")
         require(self.val_size >= 16, "val_size must be >= 16")
 
