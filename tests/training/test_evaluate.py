@@ -161,20 +161,3 @@ def test_evaluate_rejects_unknown_configs_and_tasks(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli(["evaluate", "--tasks", "snow"])
     assert exit_info.value.code == 2 and "invalid choice: 'snow'" in capsys.readouterr().err
-
-
-def test_model_card_sections_come_from_the_weights_and_the_evaluation(tmp_path, tiny_model, capsys):
-    from slerir_core.checkpoint import save_weights
-    from training.model_card import main as model_card
-
-    history = {"steps": 40, "crops": 400, "hours": {"cpu": 0.5}, "hardware": ["a CPU"], "sessions": ["2026-12-01"]}
-    weights = save_weights(tiny_model, tmp_path / "w.safetensors", run="r", stage="1", history=json.dumps(history))
-    scores = tmp_path / "eval.json"
-    args = ["--tasks", "haze", "noise", "--images", "1", "--size", "32", "--sigmas", "25", "--json", str(scores)]
-    assert cli(["evaluate", "--weights", str(weights), *args]) == 0
-    capsys.readouterr()
-    model_card(["--weights", str(weights), "--eval", str(scores)])
-    text = capsys.readouterr().out
-    assert "| optimiser steps | 40 |" in text and "CPU 0.50 h" in text and "2026-12-01" in text
-    assert "| Dehazing |" in text and "| Denoising σ=25 |" in text and "BM3D (true σ)" in text
-    assert "Distinct paths:" in text and "Mixed case" in text
