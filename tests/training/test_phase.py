@@ -3,6 +3,7 @@ targets of phase 1."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -64,7 +65,7 @@ def test_the_schedule_warms_up_then_decays_to_its_floor():
         scheduler.step()
     assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
     assert lrs[6] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 / 8)))
-    assert all(a > b for a, b in zip(lrs[2:10], lrs[3:10], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(lrs[2:11]))
     assert lrs[10:] == pytest.approx([0.1, 0.1])
 
 

@@ -138,4 +138,3 @@ def test_initial_weights_that_are_missing_or_do_not_fit_are_train_errors(tmp_pat
     other = SLERIR(dataclasses.replace(tiny_config, dim=tiny_config.dim * 2))
     with pytest.raises(TrainError, match="does not fit"):
         load_init(other, weights)
-
