@@ -12,8 +12,7 @@ replaced (mappings such as ``degradation_extractor`` are merged key by key). The
 set from ``data.tasks``, so the weights' task prototypes follow the dataset. Unknown keys and ill-typed
 values are errors naming the file and the key (``slerir_core.config.from_dict``).
 
-Files that call the training phases stages (``train.stage``, ``stage1``, ``stage2``) or set ``train.amp`` are
-read with the new keys (``convert_old_keys``).
+An older file's ``train.stage``, ``stage1``, ``stage2`` and ``amp`` are read as the new keys (``convert_old_keys``).
 """
 
 from __future__ import annotations
@@ -278,7 +277,7 @@ def convert_old_keys(data: Mapping[str, Any], where: str = "config") -> dict[str
         if new in train:
             raise ConfigError(f"{where}.train: {key!r} is the old name of {new!r}; set only {new!r}")
         if key == "amp":
-            if value not in AMP_PRECISION:
+            if not isinstance(value, str) or value not in AMP_PRECISION:
                 raise ConfigError(f"{where}.train.amp must be one of {tuple(AMP_PRECISION)}, got {value!r}")
             value = AMP_PRECISION[value]
         converted[new] = value

@@ -85,6 +85,8 @@ def _two_rank_entry(args: argparse.Namespace) -> int:
     return 3 if rt.rank == 1 else 0
 
 
+# Two spawned interpreters importing torch: about half a minute on two busy cores.
+@pytest.mark.slow
 def test_two_cpu_ranks_share_their_rows_and_report_a_failing_rank(tmp_path):
     assert spawn_cpu_ranks(_two_rank_entry, argparse.Namespace(out=tmp_path), 2) == 3
     for rank in (0, 1):

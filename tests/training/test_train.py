@@ -268,6 +268,24 @@ def test_resumed_run_keeps_its_routing_targets(tmp_path):
     assert set(summary["route_targets"].values()) == {"1-1-1-1-1-1-1-1"}
 
 
+def test_a_checkpoint_written_before_phases_were_named_resumes(tmp_path, capsys):
+    out = tmp_path / "old"
+    quick = ["data.val_images=0", "train.phase1.batch_size=2"]
+    assert train("--steps", "2", "--stop-at", "1", "--out", str(out), "--set", *quick) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["stage"] = state.pop("phase")
+    old = state["config"]["train"]
+    old["stage"], old["stage1"], old["stage2"] = old.pop("phase"), old.pop("phase1"), old.pop("phase2")
+    old["amp"] = {"fp32": "none"}.get(old.pop("precision"), "auto")
+    torch.save(state, out / "checkpoint.pt")
+    capsys.readouterr()
+    assert train("--phase", "2", "--init", str(out / "checkpoint.pt"), "--resume", "--out", str(out)) == 2
+    assert "is a phase-1 run; this is phase 2" in capsys.readouterr().err
+    assert train("--steps", "2", "--resume", "--out", str(out), "--set", *quick) == 0
+    assert "another config" not in capsys.readouterr().err  # the old keys read as the new ones
+    assert json.loads((out / "summary.json").read_text())["finished"]
+
+
 def test_killing_a_cpu_ranks_run_ends_its_ranks(tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "slerir_core.cli", "train", "--config", "tiny-synthetic", "--steps", "100000"]
