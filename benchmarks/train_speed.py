@@ -1,4 +1,4 @@
-"""Training and inference speed of the compact model on this machine's CPU: issue 10's baseline next to the default.
+"""Training and inference speed of the compact model on this machine's CPU: the baseline next to the default.
 
 Training rows run ``slerir train`` itself (data pipeline, losses, centre updates, optimiser) on
 ``compact-synthetic-cpu`` for a few steps each, and read the crops per second of every step from its
@@ -6,14 +6,14 @@ Training rows run ``slerir train`` itself (data pipeline, losses, centre updates
 rounds, so that load from other processes falls on every row alike: compare the ratios, not the absolute
 figures. Each row changes one lever on top of the one before:
 
-* baseline: what issue 10 measured: one process (two torch threads), fp32, every soft-routing expert runs,
+* baseline: the starting configuration: one process (two torch threads), fp32, every soft-routing expert runs,
   8 crops of 64² a step;
 * + bf16 autocast (where the CPU has native bf16), whose steps take the math attention in the extractors;
 * + skip experts under 2 % probability (``model.soft_skip``);
 * default: + two single-threaded processes of 4 crops (``train.cpu_processes: 0``), i.e. the config as shipped;
 * for the routing choice: the default with gradients to every expert (``soft_gradients: all``).
 
-The data row times one training sample as the stage-1 loader makes it (clean crop, dead leaves or a
+The data row times one training sample as the phase-1 loader makes it (clean crop, dead leaves or a
 scikit-image picture, and its degradation), the mean over the seven tasks' samples (their costs differ
 tenfold: a median would hide the dear half), in the main process.
 
@@ -23,7 +23,7 @@ same).
 
     python benchmarks/train_speed.py                 # about 8 minutes on 2 cores
     python benchmarks/train_speed.py --steps 40 --rounds 3
-    python benchmarks/train_speed.py --init runs/compact-synthetic-cpu-stage1/model.safetensors
+    python benchmarks/train_speed.py --init runs/compact-synthetic-cpu-phase1/model.safetensors
 """
 
 from __future__ import annotations
@@ -41,23 +41,23 @@ import torch
 
 from slerir_core.device import hardware_name, native_bf16
 
-BASE = ["train.cpu_processes=1", "train.amp=none", "model.soft_skip=0.0", "train.stage1.batch_size=8"]
+BASE = ["train.cpu_processes=1", "train.precision=fp32", "model.soft_skip=0.0", "train.phase1.batch_size=8"]
 ROWS: dict[str, list[str]] = {
     "baseline (1 process × 2 threads, fp32, all experts)": BASE,
-    "+ bf16 autocast": [*BASE[:1], "train.amp=auto", *BASE[2:]],
-    "+ skip experts < 2 %": [*BASE[:1], "train.amp=auto", "train.stage1.batch_size=8"],
+    "+ bf16 autocast": [*BASE[:1], "train.precision=auto", *BASE[2:]],
+    "+ skip experts < 2 %": [*BASE[:1], "train.precision=auto", "train.phase1.batch_size=8"],
     "default (+ 2 processes × 1 thread, 4 crops each)": [],
     "default, but every expert learns (soft_gradients: all)": ["model.soft_gradients=all"],
 }
-COMMON = ["data.val_images=0", "train.log_every=1", "train.checkpoint_every=100000", "train.stage1.warmup_steps=1"]
+COMMON = ["data.val_images=0", "train.log_every=1", "train.checkpoint_every=100000", "train.phase1.warmup_steps=1"]
 
 
 def train_rate(overrides: list[str], steps: int, skip: int, init: str | None = None) -> float:
-    """Median crops per second of one short stage-1 ``slerir train`` run with these overrides, from
+    """Median crops per second of one short phase-1 ``slerir train`` run with these overrides, from
     initialisation or from the weights ``init``."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "slerir_core.cli", "train", "--config", "compact-synthetic-cpu", "--steps"]
-        cmd += [str(steps), "--out", out, "--stage", "1"]
+        cmd += [str(steps), "--out", out, "--phase", "1"]
         cmd += ["--init", init] if init else []
         cmd += ["--set", *COMMON, *overrides]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="inference calls timed")
     parser.add_argument(
         "--init",
-        help="stage-1 weights every training row starts from (a stage-1 run's model.safetensors): routing as sure "
+        help="phase-1 weights every training row starts from (a phase-1 run's model.safetensors): routing as sure "
         "as in most of a run, where skipping unlikely experts saves more than at initialisation",
     )
     args = parser.parse_args(argv)
@@ -117,10 +117,10 @@ def main(argv: list[str] | None = None) -> None:
             rates[name].append(train_rate(overrides, args.steps, args.skip, args.init))
     base = statistics.median(next(iter(rates.values())))  # the first row is the baseline
     cpu = torch.device("cpu")
-    bf16 = "native bf16" if native_bf16(cpu) else "no native bf16: amp auto stays fp32, the bf16 rows repeat fp32"
+    bf16 = "native bf16" if native_bf16(cpu) else "no native bf16: precision auto stays fp32, the bf16 rows repeat fp32"
     start = f"from {args.init}" if args.init else "from initialisation"
     print(
-        f"slerir train, compact-synthetic-cpu stage 1 {start}, 8 crops of 64² per step ({hardware_name(cpu)}; {bf16})"
+        f"slerir train, compact-synthetic-cpu phase 1 {start}, 8 crops of 64² per step ({hardware_name(cpu)}; {bf16})"
     )
     width = max(map(len, ROWS))
     print(f"{'':<{width}}  crops/s  ratio  (rounds: crops/s)")

@@ -13,8 +13,8 @@
 #                 test_transposed_attention.py (transposed_attention), test_routed.py (routed). A family whose
 #                 tests fail runs on its PyTorch reference twin from then on (SLERIR_REFERENCE_KERNELS=<failing
 #                 families>); the others keep their Triton kernels
-#   train         slerir train --config compact-synthetic --stage <the weights' stage> --init <shipped weights>
-#                 --time-budget <what is left>, bf16, --batch crops of 128² a step (stage 1 from scratch when
+#   train         slerir train --config compact-synthetic --phase <the weights' phase> --init <shipped weights>
+#                 --time-budget <what is left>, bf16, --batch crops of 128² a step (phase 1 from scratch when
 #                 the weights are missing; resumed from its last checkpoint with every family on its twin if a
 #                 run with Triton kernels crashes)
 #   pack          the weights (fp16 when fp32 is over --max-file-mib) and the run's CSV logs into the results
@@ -102,7 +102,7 @@ if ((DRY)); then
     # stalls every op (the dry run took 150 s on two threads and 50 s on one).
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
     OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_run_out.XXXXXX")}
-    SETS=(train.amp=bf16 data.crop=32 data.workers=0 data.val_images=1 data.val_size=32 train.log_every=1
+    SETS=(train.precision=bf16 data.crop=32 data.workers=0 data.val_images=1 data.val_size=32 train.log_every=1
         train.prototype_batches=1)
     : "${BATCH:=2}"
     TEST_LIMIT=150
@@ -120,7 +120,7 @@ else
     # 128 crops of 128² fill an H200 far better than the config's 32; 12 of 16 CPU cores make the degradations
     # on the fly. A row every step gives the warm-up and steady rates. Checkpoints every 250 steps: if the time
     # limit ever has to kill the run, pack_weights.py exports the last one.
-    SETS=(train.amp=bf16 data.crop=128 data.workers=12 train.log_every=1 train.checkpoint_every=250)
+    SETS=(train.precision=bf16 data.crop=128 data.workers=12 train.log_every=1 train.checkpoint_every=250)
     : "${BATCH:=128}"
     TEST_LIMIT=100
     TRAIN_ARGS=()
@@ -207,8 +207,8 @@ fi
 # environment PYTHON belongs to at this checkout.
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 # One process imports everything the phases need, checks the one option this script cannot do without (a GPU
-# minute spent on a usage error is lost), and reads the stage to train in: weights go on in the stage that
-# trained them (stage-2 weights keep their router and routes frozen); without weights, stage 1 from scratch.
+# minute spent on a usage error is lost), and reads the phase to train in: weights go on in the phase that
+# trained them (phase-2 weights keep their router and routes frozen); without weights, phase 1 from scratch.
 probe=$("$PY" - "$INIT" 2>"$WORK/probe.log" <<'EOF'
 import argparse
 import platform
@@ -217,11 +217,11 @@ import sys
 import open_clip
 import torch
 
-from training.state import recorded_stage
-from training.train import add_arguments
+from training.commands import add_train_arguments
+from training.state import recorded_phase
 
 parser = argparse.ArgumentParser()
-add_arguments(parser)
+add_train_arguments(parser)
 if "--time-budget" not in parser._option_string_actions:
     raise SystemExit("slerir train has no --time-budget option in this checkout")
 try:
@@ -235,13 +235,13 @@ print(
     f"python {platform.python_version()}, torch {torch.__version__}, triton {triton_version}, "
     f"open_clip {open_clip.__version__}, cuda {int(torch.cuda.is_available())}, gpu {gpu}"
 )
-print(recorded_stage(sys.argv[1]) or 1)
+print(recorded_phase(sys.argv[1]) or 1)
 EOF
 ) || {
     cat "$WORK/probe.log"
     die "the setup check failed"
 }
-{ read -r versions; read -r STAGE; } <<<"$probe"
+{ read -r versions; read -r PHASE; } <<<"$probe"
 echo "$versions"
 FACT[versions]=$versions
 FACT[commit]=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -324,12 +324,12 @@ phase_end "$test_status"
 init_args=()
 if [[ -f $INIT ]]; then
     init_args=(--init "$INIT")
-    FACT[init]="$INIT (stage $STAGE)"
+    FACT[init]="$INIT (phase $PHASE)"
 else
-    echo "note: $INIT is missing: stage 1 starts from scratch"
+    echo "note: $INIT is missing: phase 1 starts from scratch"
     FACT[init]="none (from scratch)"
 fi
-SETS=("train.stage$STAGE.batch_size=$BATCH" "${SETS[@]}")
+SETS=("train.phase$PHASE.batch_size=$BATCH" "${SETS[@]}")
 FACT[batch]="$BATCH crops a step"
 last_row() { [[ -f $1 ]] && tail -n 1 "$1" | cut -d, -f1; }
 # Median img_per_s (crops/s) over the rows after step 1, whose time holds the first compiles; the csv module
@@ -349,7 +349,7 @@ train_run() { # [--resume] -> sets TRAIN_RC
         ((budget < 30)) && budget=30
     fi
     limit=$((budget + TRAIN_OVERHEAD))
-    local cmd=("$PY" -m slerir_core.cli train --config "$CONFIG" --stage "$STAGE" "${init_args[@]}"
+    local cmd=("$PY" -m slerir_core.cli train --config "$CONFIG" --phase "$PHASE" "${init_args[@]}"
         --time-budget "${budget}s" --out "$RUN" "${TRAIN_ARGS[@]}" "$@")
     ((DRY)) && cmd+=(--device cpu)
     cmd+=(--set "${SETS[@]}")
@@ -370,7 +370,7 @@ train_run() { # [--resume] -> sets TRAIN_RC
     ) &
     watch=$!
     env "${KENV[@]}" timeout --kill-after=15 "$limit" "${cmd[@]}" 2>&1 | tee -a "$OUT/train.log" |
-        tr '\r' '\n' | grep --line-buffered -vE '^stage [12]: '
+        tr '\r' '\n' | grep --line-buffered -vE '^phase [12]: '
     TRAIN_RC=${PIPESTATUS[0]}
     kill "$watch" 2>/dev/null
     wait "$watch" 2>/dev/null
@@ -386,7 +386,7 @@ train_run() { # [--resume] -> sets TRAIN_RC
             "$gpu_log")
         echo "GPU busy ${MEASURE[gpu_busy_pct]:-?} % (mean of one-second samples), peak ${FACT[gpu_memory_peak]}"
     fi
-    tr '\r' '\n' <"$OUT/train.log" | grep -E '^stage [12]: ' | tail -n 1
+    tr '\r' '\n' <"$OUT/train.log" | grep -E '^phase [12]: ' | tail -n 1
 }
 phase_begin train
 RUN=$WORK/run

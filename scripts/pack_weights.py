@@ -48,13 +48,14 @@ def pack(run: Path, dest: Path, limit: int) -> str:
     elif checkpoint.is_file():
         from slerir_core.model import SLERIR
         from training.config import load_experiment
+        from training.state import phase_of
 
         exp = load_experiment(run / "config.yaml")
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model = SLERIR(exp.model)
         model.load_state_dict(state["model"])
         meta = {
-            "stage": str(state["stage"]),
+            "phase": str(phase_of(state)),
             "steps": str(state["step"]),
             "run": exp.name,
             "data": f"{exp.data.type}: {', '.join(exp.data.tasks)}",

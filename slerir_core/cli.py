@@ -1,8 +1,8 @@
 """The ``slerir`` command: one entry point, one module per subcommand.
 
-Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code) and is
-imported only when its subcommand runs, so ``slerir --help`` stays fast and ``slerir restore`` never
-imports the training code.
+Each subcommand is a module, or an object in one (``module:NAME``), with ``add_arguments(parser)`` and
+``run(args) -> int`` (the exit code); its module is imported only when the subcommand runs, so
+``slerir --help`` stays fast and ``slerir restore`` never imports the training code.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("slerir_core.commands.demo", "restore the bundled sample and write a before/after picture"),
     "restore": ("slerir_core.commands.restore", "restore image files, folders and TIFF stacks"),
     "info": ("slerir_core.commands.info", "print the model, device, config and routing paths"),
-    "train": ("training.train", "train a model (stage 1 or 2) from a training config"),
-    "evaluate": ("training.evaluate", "PSNR/SSIM per task against the degraded input and classical baselines"),
+    "train": ("training.commands:TRAIN", "train a model (phase 1 or 2) from a training config"),
+    "evaluate": ("training.commands:EVALUATE", "PSNR/SSIM per task against the degraded input and classical baselines"),
 }
 
 
@@ -30,10 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in SUBCOMMANDS:
         parser.parse_args(argv)  # prints usage or the error, and exits
     name, rest = argv[0], argv[1:]
-    module = importlib.import_module(SUBCOMMANDS[name][0])
+    module_name, _, attribute = SUBCOMMANDS[name][0].partition(":")
+    command = importlib.import_module(module_name)
+    if attribute:
+        command = getattr(command, attribute)
     sub_parser = argparse.ArgumentParser(prog=f"slerir {name}", description=SUBCOMMANDS[name][1])
-    module.add_arguments(sub_parser)
-    return int(module.run(sub_parser.parse_args(rest)) or 0)
+    command.add_arguments(sub_parser)
+    return int(command.run(sub_parser.parse_args(rest)) or 0)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Training and evaluation of SLER-IR: datasets, the two-stage training loop, evaluation tables, baselines.
+"""Training and evaluation of SLER-IR: datasets, the two training phases, evaluation tables, baselines.
 
-``slerir train`` runs ``training.train`` and ``slerir evaluate`` runs ``training.evaluate``; configs live in
+The ``slerir train`` and ``slerir evaluate`` command lines are in ``training.commands``; configs live in
 ``training/configs``. Nothing here runs at import.
 """

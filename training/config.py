@@ -2,15 +2,17 @@
 
 A training YAML has four top-level keys::
 
-    name: compact-synthetic          # run name; the default output folder is runs/<name>-stage<k>
+    name: compact-synthetic          # run name; the default output folder is runs/<name>-phase<k>
     model: compact                   # a named model config (slerir_core/configs), a YAML path, or a mapping
     data: {...}                      # DataConfig
-    train: {...}                     # TrainConfig, with stage1: and stage2: sections
+    train: {...}                     # TrainConfig, with phase1: and phase2: sections
 
 ``model`` may also be ``{base: NAME_OR_PATH, <key>: <override>, ...}``: the base config with the given keys
 replaced (mappings such as ``degradation_extractor`` are merged key by key). The model's ``tasks`` are always
 set from ``data.tasks``, so the weights' task prototypes follow the dataset. Unknown keys and ill-typed
 values are errors naming the file and the key (``slerir_core.config.from_dict``).
+
+An older file's ``train.stage``, ``stage1``, ``stage2`` and ``amp`` are read as the new keys (``convert_old_keys``).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ import yaml
 
 from slerir_core.config import ModelConfig, from_dict, read_yaml, require, to_plain
 from slerir_core.degradations import TASKS
+from slerir_core.device import PRECISIONS
 from slerir_core.errors import ConfigError
 
 TRAIN_CONFIG_DIR = Path(__file__).parent / "configs"
 DATA_TYPES = ("synthetic", "folders")
-AMP_MODES = ("auto", "bf16", "none")
+# Old train-section keys and their new names; an old ``amp`` value maps through AMP_PRECISION.
+OLD_TRAIN_KEYS = {"stage": "phase", "stage1": "phase1", "stage2": "phase2", "amp": "precision"}
+AMP_PRECISION = {"auto": "auto", "bf16": "bf16", "none": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class DataConfig:
     Attributes:
         type: ``synthetic`` (clean crops degraded on the fly) or ``folders`` (the PromptIR layout under ``root``).
         tasks: degradation names, in label order (``slerir_core.degradations.TASKS`` names).
-        route_groups: tasks that share one routing path in stage 1's routing-consistency targets (the same
+        route_groups: tasks that share one routing path in phase 1's routing-consistency targets (the same
             degradation in two domains, which the degradation extractor cannot tell apart); a task in no
             group has a path of its own.
         root: data folder for ``folders`` (see ``training/datasets.py`` for the layout).
@@ -97,8 +102,8 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class StageConfig:
-    """Settings that differ between stage 1 (soft routing) and stage 2 (hard routing).
+class PhaseConfig:
+    """Settings that differ between training phase 1 (soft routing) and phase 2 (hard routing).
 
     Attributes:
         batch_size: crops per step on each process.
@@ -107,7 +112,7 @@ class StageConfig:
         lr: peak learning rate (Adam).
         min_lr: floor of the cosine decay.
         warmup_steps: linear warm-up before the cosine decay.
-        init: weights to start from (a ``.safetensors`` file or a training state ``.pt``); stage 2 needs one.
+        init: weights to start from (a ``.safetensors`` file or a training state ``.pt``); phase 2 needs one.
     """
 
     batch_size: int = 10
@@ -134,13 +139,13 @@ class TrainConfig:
     """Optimisation, logging and checkpointing.
 
     Attributes:
-        stage: the stage run when the command line does not say (1 or 2).
+        phase: the training phase run when the command line does not say (1 or 2).
         seed: seeds model initialisation, the data stream and the centre updates.
         steps_per_epoch: optimiser steps per epoch (validation and the epoch counter); ``None`` derives it
             from a folder dataset's size (one pass over all pairs), and is required for synthetic data.
         betas, weight_decay: Adam's.
         grad_clip: max gradient norm; ``None`` does not clip.
-        amp: ``auto`` (bf16 autocast on CUDA and on CPUs with native bf16), ``bf16`` or ``none``.
+        precision: ``auto`` (bf16 autocast on CUDA and on CPUs with native bf16), ``fp32`` or ``bf16``.
         device: ``auto`` (``cuda:LOCAL_RANK`` when CUDA is available, else CPU), or a torch device string.
         cpu_processes: on a CPU, data-parallel training processes of one torch thread each (``batch_size``
             crops per process); 0 starts one per available core. At these small sizes two single-threaded
@@ -148,43 +153,43 @@ class TrainConfig:
             much of each op waiting on each other. Ignored on GPUs and under torchrun.
         checkpoint_every: steps between training-state checkpoints (and at the end).
         log_every: steps between CSV/TensorBoard rows.
-        prototype_momentum: EMA momentum of the per-task mean routing vectors kept in stage 1.
+        prototype_momentum: EMA momentum of the per-task mean routing vectors kept in phase 1.
         prototype_batches: batches of fresh training data averaged into the task prototypes at the end of
-            stage 1 (0 keeps the EMA).
-        stage1, stage2: per-stage settings.
+            phase 1 (0 keeps the EMA).
+        phase1, phase2: per-phase settings.
     """
 
-    stage: int = 1
+    phase: int = 1
     seed: int = 0
     steps_per_epoch: int | None = None
     betas: tuple[float, ...] = (0.9, 0.999)
     weight_decay: float = 0.0
     grad_clip: float | None = None
-    amp: str = "auto"
+    precision: str = "auto"
     device: str = "auto"
     cpu_processes: int = 1
     checkpoint_every: int = 500
     log_every: int = 10
     prototype_momentum: float = 0.99
     prototype_batches: int = 8
-    stage1: StageConfig = field(default_factory=lambda: StageConfig(batch_size=10, epochs=15))
-    stage2: StageConfig = field(default_factory=lambda: StageConfig(batch_size=20, epochs=80))
+    phase1: PhaseConfig = field(default_factory=lambda: PhaseConfig(batch_size=10, epochs=15))
+    phase2: PhaseConfig = field(default_factory=lambda: PhaseConfig(batch_size=20, epochs=80))
 
     def __post_init__(self) -> None:
-        require(self.stage in (1, 2), "stage must be 1 or 2")
+        require(self.phase in (1, 2), "phase must be 1 or 2")
         require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas needs 2 values in [0, 1)")
         require(self.weight_decay >= 0, "weight_decay must be >= 0")
         require(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0")
-        require(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}")
+        require(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}")
         require(self.cpu_processes >= 0, "cpu_processes must be >= 0 (0: one per core)")
         require(self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1")
         require(0.0 <= self.prototype_momentum < 1.0, "prototype_momentum must be in [0, 1)")
         require(self.prototype_batches >= 0, "prototype_batches must be >= 0")
 
-    def stage_config(self, stage: int) -> StageConfig:
-        """The settings of stage 1 or 2."""
-        return self.stage1 if stage == 1 else self.stage2
+    def phase_config(self, phase: int) -> PhaseConfig:
+        """The settings of phase 1 or 2."""
+        return self.phase1 if phase == 1 else self.phase2
 
 
 @dataclass(frozen=True)
@@ -249,12 +254,39 @@ def resolve_model(spec: Any, tasks: tuple[str, ...], where: str) -> ModelConfig:
     return from_dict(ModelConfig, data, where)
 
 
+def convert_old_keys(data: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
+    """A training config mapping with its old train-section keys renamed: ``stage``, ``stage1``, ``stage2`` to
+    ``phase``, ``phase1``, ``phase2``, and ``amp`` to ``precision`` (``none`` becoming ``fp32``).
+
+    Raises:
+        ConfigError: an old key next to its new name, or an ``amp`` value that has no precision.
+    """
+    train = data.get("train")
+    if not isinstance(train, Mapping) or not set(train) & set(OLD_TRAIN_KEYS):
+        return dict(data)
+    converted: dict[str, Any] = {}
+    for key, value in train.items():
+        new = OLD_TRAIN_KEYS.get(key)
+        if new is None:
+            converted[key] = value
+            continue
+        if new in train:
+            raise ConfigError(f"{where}.train: {key!r} is the old name of {new!r}; set only {new!r}")
+        if key == "amp":
+            if not isinstance(value, str) or value not in AMP_PRECISION:
+                raise ConfigError(f"{where}.train.amp must be one of {tuple(AMP_PRECISION)}, got {value!r}")
+            value = AMP_PRECISION[value]
+        converted[new] = value
+    return {**data, "train": converted}
+
+
 def experiment_from_dict(data: Mapping[str, Any], where: str = "config") -> ExperimentConfig:
-    """Validate a training config mapping.
+    """Validate a training config mapping (old keys converted, ``convert_old_keys``).
 
     Raises:
         ConfigError: naming the offending key.
     """
+    data = convert_old_keys(data, where)
     known = {"name", "model", "data", "train"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -282,7 +314,7 @@ def load_experiment(name_or_path: str | Path) -> ExperimentConfig:
 def with_overrides(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
     """A copy with values replaced by dotted keys into the resolved config, re-validated.
 
-    Example: ``with_overrides(cfg, **{"train.stage1.steps": 40, "data.crop": 64, "model.dim": 16})``.
+    Example: ``with_overrides(cfg, **{"train.phase1.steps": 40, "data.crop": 64, "model.dim": 16})``.
 
     Raises:
         ConfigError: a key whose parent is not a section of the config, or an invalid result.

@@ -1,10 +1,11 @@
-"""``slerir evaluate``: PSNR/SSIM per task and noise level, laid out like the paper's Tables 1 and 2.
+"""Evaluation of restoration methods: PSNR/SSIM per task and noise level, laid out like the paper's Tables 1 and 2
+(``slerir evaluate``, whose command line is in ``training/commands.py``).
 
 Rows: the degraded input, the classical scikit-image baselines (``training/baselines.py``) and the model
 (a weights file, or an untrained network of a named config). Columns: Dehazing, Deraining, Denoising per
 σ, Deblurring, Low-light, the microscopy tasks, and the average over the columns.
 
-Protocol (DESIGN.md, as PromptIR reports it): RGB in [0, 1], images centre-cropped to a multiple of 16, no
+Protocol (as PromptIR reports it): RGB in [0, 1], images centre-cropped to a multiple of 16, no
 border crop; PSNR and SSIM from ``skimage.metrics``; SSIM with the default 7×7 uniform window,
 ``channel_axis=-1``, ``data_range=1`` (MoCE-IR uses Gaussian weights instead, which gives other numbers).
 Test data are either real test sets in the PromptIR folder layout (``--data``; denoising inputs are
@@ -15,10 +16,7 @@ seeds. The training loop's validation calls the same functions, so there is one 
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -28,11 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from slerir_core.degradations import TASKS
 from training.datasets import (
-    TEST_FOLDERS,
     TEST_SEED_TAG,
-    DataError,
     crop_to_multiple,
     folder_items,
     held_out_clean_images,
@@ -385,175 +380,3 @@ def format_table(rows: dict[str, dict[str, Any]], columns: Sequence[str], notes:
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(["PSNR / SSIM  (" + PROTOCOL + ")", *lines, *notes])
-
-
-# -- command line --------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``slerir evaluate``."""
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--weights", type=Path, help="SLER-IR weights file (.safetensors) to evaluate")
-    which.add_argument("--config", help="evaluate an untrained network of this model or training config")
-    parser.add_argument(
-        "--tasks",
-        nargs="+",
-        choices=TASKS,
-        metavar="TASK",
-        help=f"tasks to evaluate, of {', '.join(TASKS)} "
-        "(default: the model's training tasks, "
-        "else the five paper tasks, or those with test folders under --data)",
-    )
-    parser.add_argument(
-        "--data", type=Path, help="data folder with Test/ in the PromptIR layout (default: a generated test set)"
-    )
-    parser.add_argument(
-        "--images",
-        type=int,
-        help=f"images per task (and σ): default {DEFAULT_IMAGES} generated; with --data, at most this many "
-        "(default all)",
-    )
-    parser.add_argument(
-        "--size",
-        type=int,
-        help="side of generated images (default 128); with --data, centre crop to at most this (default whole images)",
-    )
-    parser.add_argument(
-        "--sigmas",
-        type=float,
-        nargs="+",
-        default=list(DEFAULT_SIGMAS),
-        help="denoising levels σ (0-255 scale); the five-task table uses 25",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the test degradations")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the classical baselines")
-    parser.add_argument("--device", default="auto", help="torch device for the model (default: cuda if present)")
-    parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
-
-
-def _load_network(args: argparse.Namespace, device: Any) -> tuple[Any, str] | None:
-    """The model to evaluate and its row name, or ``None`` for baselines only."""
-    if args.weights is not None:
-        from slerir_core.checkpoint import load_model
-
-        return load_model(args.weights, device=device), f"SLER-IR ({args.weights.name})"
-    if args.config is None:
-        return None
-    import torch
-
-    from slerir_core.config import load_config
-    from slerir_core.errors import ConfigError
-    from slerir_core.model import SLERIR
-    from training.config import load_experiment
-
-    try:
-        config = load_config(args.config)
-    except ConfigError as model_err:
-        try:
-            config = load_experiment(args.config).model
-        except ConfigError as train_err:
-            # Report both lookups: the name may have been meant as either kind of config.
-            raise ConfigError(f"not a model config ({model_err}) nor a training config ({train_err})") from None
-    torch.manual_seed(0)
-    return SLERIR(config).to(device).eval(), f"SLER-IR ({config.name}, untrained)"
-
-
-def _default_tasks(args: argparse.Namespace, model: Any) -> list[str]:
-    """``--tasks``; else the model's training tasks (with --data: those that have test folders), else the
-    five paper tasks (with --data: every task with a test folder)."""
-    if args.tasks:
-        return list(args.tasks)
-    tasks = list(model.config.tasks) if model is not None and model.config.tasks else list(TEST_FOLDERS)
-    if args.data is not None:
-        tasks = [t for t in tasks if t in TEST_FOLDERS and (args.data / "Test" / TEST_FOLDERS[t]).is_dir()]
-        if not tasks:
-            raise DataError(f"{args.data}/Test holds none of the folders {sorted(TEST_FOLDERS.values())}")
-    return tasks
-
-
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the evaluation ``args`` describe; returns the table's numbers (the ``--json`` content)."""
-    import torch
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    loaded = _load_network(args, device)
-    model, model_row = loaded if loaded is not None else (None, None)
-    tasks = _default_tasks(args, model)
-    if args.data is not None:
-        cases = folder_test_set(args.data, tasks, args.sigmas, args.images, args.size, args.seed)
-        source = f"{args.data}/Test, " + (f"at most {args.images} images per task" if args.images else "all images")
-        source += f", centre crop ≤{args.size}²" if args.size else ", whole images"
-    else:
-        images, size = args.images or DEFAULT_IMAGES, args.size or 128
-        cases = generated_test_set(tasks, images, size, args.sigmas, args.seed)
-        source = (
-            f"generated: {images} held-out image{'s' * (images != 1)} of {size}² per task (scikit-image "
-            "test split, then dead-leaves with seeds disjoint from training), fixed-seed degradations"
-        )
-    columns = order_columns([c.column for c in cases])
-    rows: dict[str, Any] = {"Degraded input": evaluate_method(None, cases)}
-    notes = [f"Test set: {source}."]
-    if not args.no_baselines:
-        scores, used = evaluate_baselines(cases)
-        rows["Classical (scikit-image)"] = scores
-        notes.append("Classical: " + "; ".join(f"{TITLES.get(t, t)}: {name}" for t, name in used.items()) + ".")
-        bm3d_scores = evaluate_bm3d(cases)
-        if bm3d_scores:
-            rows["BM3D (true σ)"] = bm3d_scores
-            notes.append("BM3D (the bm3d package) is given the true σ: a non-blind reference for denoising.")
-    routing, mixed = None, None
-    if model is not None:
-        method = ModelMethod(model, device)
-        rows[model_row] = evaluate_method(method, cases)
-        routing = routing_summary([c.task for c in cases], method.routes, model.config.num_experts)
-        if model.glgf is not None and args.data is None:
-            mixed = evaluate_mixed(model, device, mixed_test_set(images, size, args.seed))
-    rows = {name: with_average(scores, columns) for name, scores in rows.items()}
-    if any(v.get("average", {}).get("partial") for v in rows.values()):
-        notes.append("* average over the columns the method has.")
-    print(format_table(rows, columns, notes))
-    if routing:
-        print("\nRouting (most common path per task, purity = share of the task's images taking it):")
-        for task in order_columns(list(routing)):
-            r = routing[task]
-            print(f"  {TITLES.get(task, task):<14} {r['path']}  purity {r['purity']:.2f}")
-    if mixed:
-        print(
-            f"\nMixed case ({MIXED.split(': ')[1]}, left | right halves), PSNR: "
-            + ", ".join(f"{k} {v:.2f} dB" for k, v in mixed.items())
-        )
-    return {
-        "protocol": PROTOCOL,
-        "test_set": source,
-        "columns": columns,
-        "rows": rows,
-        "routing": routing,
-        "mixed": mixed,
-    }
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``slerir evaluate``: 0 after printing the table, 2 (with the reason) for unusable input."""
-    from slerir_core.errors import ConfigError, WeightsError
-
-    try:
-        result = evaluate(args)
-    except (ConfigError, DataError, WeightsError) as err:
-        print(f"slerir evaluate: error: {err}", file=sys.stderr)
-        return 2
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.evaluate``: the same as ``slerir evaluate``."""
-    parser = argparse.ArgumentParser(prog="slerir evaluate", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

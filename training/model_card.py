@@ -17,13 +17,14 @@ from typing import Any
 
 from slerir_core.checkpoint import read_metadata
 from training.evaluate import column_title
+from training.state import phase_of
 
 MODEL_ROW = "SLER-IR"
 
 
 def training_record(meta: dict[str, str]) -> list[str]:
-    """Markdown lines: stage, steps, crops, device-hours per kind of hardware, hardware, sessions, and the
-    weight blend if the file is one."""
+    """Markdown lines: training phase, steps, crops, device-hours per kind of hardware, hardware, the dates of the
+    training runs, and the weight blend if the file is one."""
     history = json.loads(meta.get("history", "{}"))
     config = json.loads(meta["config"])
     hours = history.get("hours", {})
@@ -40,12 +41,12 @@ def training_record(meta: dict[str, str]) -> list[str]:
         "| | |",
         "|---|---|",
         f"| model config | `{config['name']}` |",
-        f"| training run | `{meta.get('run', '?')}`, stage {meta.get('stage', '?')} |",
+        f"| training run | `{meta.get('run', '?')}`, phase {phase_of(meta) or '?'} |",
         f"| optimiser steps | {history.get('steps', meta.get('steps', '?'))} |",
         f"| crops seen | {history.get('crops', '?')} |",
         "| training hours | " + (", ".join(f"{k.upper()} {v:.2f} h" for k, v in sorted(hours.items())) or "?") + " |",
         f"| hardware | {'; '.join(history.get('hardware', [])) or '?'} |",
-        f"| sessions (UTC) | {', '.join(history.get('sessions', [])) or '?'} |",
+        f"| training run dates (UTC) | {', '.join(history.get('sessions', [])) or '?'} |",
         *blended,
     ]
 

@@ -157,7 +157,7 @@ def spawn_cpu_ranks(entry: Callable[[argparse.Namespace], int], args: argparse.N
 def _cpu_rank(
     rank: int, procs: int, port: int, entry: Callable[[argparse.Namespace], int], args: argparse.Namespace
 ) -> None:
-    # The entry comes as an argument, not an import of training.train: that module imports this one.
+    # The entry comes as an argument, not an import of training.commands: that module imports this one.
     _end_with_parent()
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(procs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)

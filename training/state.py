@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,16 @@ from slerir_core.model import SLERIR
 
 STATE_FORMAT = "slerir-train-state-1"
 CHECKPOINT = "checkpoint.pt"
+# Where a weights file's metadata or a training state records its training phase; files written before the
+# training stages were called phases say "stage".
+PHASE_KEYS = ("phase", "stage")
 
 
 class TrainError(ValueError):
     """A training job that cannot run as asked (missing initial weights, a run folder already in use, ...)."""
 
 
-def capture_rng() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states as plain containers (loadable with ``weights_only=True``)."""
     kind, key, pos, has_gauss, gauss = np.random.get_state()
     state = {
@@ -48,8 +52,8 @@ def capture_rng() -> dict[str, Any]:
     return state
 
 
-def restore_rng(state: dict[str, Any]) -> None:
-    """Inverse of ``capture_rng``."""
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Set the Python, NumPy and torch RNGs to a state from ``rng_state``."""
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     n = state["numpy"]
@@ -72,12 +76,12 @@ def load_state(path: Path) -> dict[str, Any]:
         TrainError: an empty, truncated or corrupt file, or not a SLER-IR training state.
     """
     if path.stat().st_size == 0:
-        raise TrainError(f"{path} is empty (0 bytes); delete it to start the stage over")
+        raise TrainError(f"{path} is empty (0 bytes); delete it to start the phase over")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types for a damaged file (EOF, unpickling, zip, index)
         raise TrainError(
-            f"{path} is truncated or corrupt ({first_line(err)}); delete it to start the stage over, "
+            f"{path} is truncated or corrupt ({first_line(err)}); delete it to start the phase over, "
             "or start from model.safetensors with --init"
         ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
@@ -98,7 +102,7 @@ def load_init(model: SLERIR, path: str | Path) -> dict[str, Any]:
     """Load weights to start from: a ``.safetensors`` weights file or a training ``checkpoint.pt``.
 
     Returns:
-        The training history those weights carry (steps, crops, hours, hardware, sessions), fresh if none.
+        The training history those weights carry (steps, crops, hours, hardware, run dates), fresh if none.
 
     Raises:
         TrainError: if the file is missing or its tensors do not fit the model (another config).
@@ -108,7 +112,7 @@ def load_init(model: SLERIR, path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise TrainError(f"initial weights {path} do not exist (stage 2 starts from stage-1 weights)")
+        raise TrainError(f"initial weights {path} do not exist (phase 2 starts from phase-1 weights)")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -129,8 +133,15 @@ def load_init(model: SLERIR, path: str | Path) -> dict[str, Any]:
     return {**new_history(), **history}
 
 
-def recorded_stage(path: str | Path) -> int | None:
-    """The training stage that produced a weights file or a training state, ``None`` where it does not say
+def phase_of(record: Mapping[str, Any]) -> int | None:
+    """The training phase (1 or 2) a weights file's metadata or a training state records, ``None`` where it
+    does not say."""
+    value = next((record[key] for key in PHASE_KEYS if key in record), None)
+    return int(value) if str(value) in ("1", "2") else None
+
+
+def recorded_phase(path: str | Path) -> int | None:
+    """The training phase that produced a weights file or a training state, ``None`` where it does not say
     (or cannot be read: ``load_init`` reports that)."""
     from slerir_core.checkpoint import read_metadata
     from slerir_core.errors import WeightsError
@@ -138,16 +149,17 @@ def recorded_stage(path: str | Path) -> int | None:
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
-            stage = read_metadata(path).get("stage")
+            record = read_metadata(path)
         else:
             # Memory-mapped: only the small entries are read, not the tensors load_init reads next.
-            stage = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("stage")
-    except (WeightsError, OSError, RuntimeError, AttributeError):
+            record = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (WeightsError, OSError, RuntimeError):
         return None
-    return int(stage) if str(stage) in ("1", "2") else None
+    return phase_of(record) if isinstance(record, Mapping) else None
 
 
 def new_history() -> dict[str, Any]:
     """The training record carried from run to run: optimiser steps, crops seen, device-hours per kind of
-    hardware, the hardware and the dates of the sessions (UTC)."""
+    hardware, the hardware and the dates of the training runs (UTC, under "sessions", a
+    name kept for the files that carry it)."""
     return {"steps": 0, "crops": 0, "hours": {}, "hardware": [], "sessions": []}

@@ -36,4 +36,4 @@ def test_model_config_trains_end_to_end(name):
 def test_training_config_loads(name):
     exp = load_experiment(name)
     assert exp.model.tasks == exp.data.tasks
-    assert exp.train.stage_config(1).batch_size >= 1 and exp.model.name in list_configs()
+    assert exp.train.phase_config(1).batch_size >= 1 and exp.model.name in list_configs()

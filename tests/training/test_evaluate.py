@@ -1,14 +1,12 @@
-"""Evaluation: metrics, routing statistics, classical baselines and the ``slerir evaluate`` table."""
+"""Evaluation: metrics, routing statistics, test sets, classical baselines and the table layout."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 
-from slerir_core.cli import main as cli
 from training.baselines import BASELINES, dark_channel_prior
 from training.evaluate import (
     format_table,
@@ -90,91 +88,3 @@ def test_every_baseline_keeps_shape_and_range():
     for baseline in BASELINES.values():
         out = baseline.run(img)
         assert out.shape == img.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
-
-
-def test_evaluate_command_prints_the_table(tmp_path, capsys):
-    out = tmp_path / "scores.json"
-    code = cli(
-        [
-            "evaluate",
-            "--config",
-            "tiny",
-            "--tasks",
-            "haze",
-            "rain",
-            "noise",
-            "--images",
-            "2",
-            "--size",
-            "64",
-            "--sigmas",
-            "15",
-            "25",
-            "--json",
-            str(out),
-        ]
-    )
-    assert code == 0
-    text = capsys.readouterr().out
-    for title in (
-        "Dehazing",
-        "Deraining",
-        "Denoising σ=15",
-        "Denoising σ=25",
-        "Average",
-        "Degraded input",
-        "Classical (scikit-image)",
-        "SLER-IR (tiny, untrained)",
-        "7×7 uniform window",
-        "Routing",
-    ):
-        assert title in text
-    result = json.loads(out.read_text())
-    assert result["columns"] == ["haze", "rain", "noise σ=15", "noise σ=25"]
-    assert set(result["rows"]) == {
-        "Degraded input",
-        "Classical (scikit-image)",
-        "BM3D (true σ)",
-        "SLER-IR (tiny, untrained)",
-    }
-    bm3d, noisy = result["rows"]["BM3D (true σ)"], result["rows"]["Degraded input"]
-    assert set(bm3d) == {"noise σ=15", "noise σ=25", "average"}
-    assert all(bm3d[c]["psnr"] > noisy[c]["psnr"] + 3 for c in ("noise σ=15", "noise σ=25"))
-    assert result["rows"]["Degraded input"]["haze"]["n"] == 2
-    assert set(result["routing"]) == {"haze", "rain", "noise"}
-    assert "Mixed case (rain | noise σ=25" in text
-    assert set(result["mixed"]) == {"input", "injection on", "injection off"}
-    assert result["mixed"]["injection on"] != result["mixed"]["injection off"]
-
-
-def test_evaluate_reads_real_test_folders(promptir_root, capsys):
-    assert cli(["evaluate", "--data", str(promptir_root), "--sigmas", "25", "--no-baselines"]) == 0
-    text = capsys.readouterr().out
-    assert "Deraining" in text and "Denoising σ=25" in text and "Dehazing" not in text  # no Test/dehaze here
-    assert "all images, whole images" in text
-
-
-def test_evaluate_rejects_unknown_configs_and_tasks(capsys):
-    assert cli(["evaluate", "--config", "nope"]) == 2
-    err = capsys.readouterr().err
-    assert "'tiny'" in err and "'tiny-synthetic'" in err  # both kinds of config are offered
-    with pytest.raises(SystemExit) as exit_info:
-        cli(["evaluate", "--tasks", "snow"])
-    assert exit_info.value.code == 2 and "invalid choice: 'snow'" in capsys.readouterr().err
-
-
-def test_model_card_sections_come_from_the_weights_and_the_evaluation(tmp_path, tiny_model, capsys):
-    from slerir_core.checkpoint import save_weights
-    from training.model_card import main as model_card
-
-    history = {"steps": 40, "crops": 400, "hours": {"cpu": 0.5}, "hardware": ["a CPU"], "sessions": ["2026-12-01"]}
-    weights = save_weights(tiny_model, tmp_path / "w.safetensors", run="r", stage="1", history=json.dumps(history))
-    scores = tmp_path / "eval.json"
-    args = ["--tasks", "haze", "noise", "--images", "1", "--size", "32", "--sigmas", "25", "--json", str(scores)]
-    assert cli(["evaluate", "--weights", str(weights), *args]) == 0
-    capsys.readouterr()
-    model_card(["--weights", str(weights), "--eval", str(scores)])
-    text = capsys.readouterr().out
-    assert "| optimiser steps | 40 |" in text and "CPU 0.50 h" in text and "2026-12-01" in text
-    assert "| Dehazing |" in text and "| Denoising σ=25 |" in text and "BM3D (true σ)" in text
-    assert "Distinct paths:" in text and "Mixed case" in text

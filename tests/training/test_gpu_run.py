@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from slerir_core.checkpoint import read_metadata
+from training.state import recorded_phase
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "gpu_run.sh"
 SHIPPED = Path(__file__).parents[2] / "slerir_core" / "weights" / "slerir-compact.safetensors"
@@ -40,10 +41,10 @@ def test_dry_run_leaves_weights_logs_tables_and_measures(tmp_path):
     # Eight flat files, none over the default --max-file-mib of 16.
     assert len(names) <= 8 and all(p.is_file() and p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
 
-    # The shipped weights go on in the stage that trained them.
+    # The shipped weights go on in the phase that trained them.
     shipped, meta = read_metadata(SHIPPED), read_metadata(out / "model.safetensors")
-    stage = shipped["stage"]
-    assert meta["stage"] == stage and int(meta["steps"]) > int(shipped["steps"])
+    phase = str(recorded_phase(SHIPPED))
+    assert meta["phase"] == phase and int(meta["steps"]) > int(shipped["steps"])
     with (out / "train_log.csv").open() as fh:
         assert int(list(csv.DictReader(fh))[-1]["step"]) >= 1
 
@@ -59,9 +60,9 @@ def test_dry_run_leaves_weights_logs_tables_and_measures(tmp_path):
     assert measures["restore_image"].startswith("512x512x3 uint8")
 
     log = (out / "gpu_run.log").read_text()
-    assert "gpu_run.sh summary" in log and f"--stage {stage} --init" in log
+    assert "gpu_run.sh summary" in log and f"--phase {phase} --init" in log
     assert "--time-budget 120s --out" in log and "--steps 4" in log
-    assert f"train.stage{stage}.batch_size=2" in log
+    assert f"train.phase{phase}.batch_size=2" in log
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
