@@ -47,7 +47,7 @@ from slerir_core.model import SLERIR
 from slerir_core.model.router import target_anchors
 from training.config import ExperimentConfig, convert_old_keys
 from training.datasets import StreamSampler, TrainStream
-from training.evaluate import TestCase
+from training.evaluate import EvalCase
 from training.phase import (
     build_optimizer,
     build_scheduler,
@@ -267,7 +267,7 @@ def _finish(
     trainee: Trainee,
     dataset: TrainStream,
     sampler: StreamSampler,
-    val_cases: list[TestCase],
+    val_cases: list[EvalCase],
     log: RunLog,
 ) -> dict[str, Any]:
     """End of a phase or of a time budget: final task prototypes (phase 1), the safetensors export with the
@@ -347,7 +347,7 @@ def _loop(
     trainee: Trainee,
     net: nn.Module,
     loader: torch.utils.data.DataLoader,
-    val_cases: list[TestCase],
+    val_cases: list[EvalCase],
     log: RunLog,
 ) -> dict[str, Any]:
     from tqdm import tqdm

@@ -16,13 +16,13 @@ import torch
 from slerir_core.model import SLERIR
 from training.config import ExperimentConfig
 from training.datasets import TEST_FOLDERS
-from training.evaluate import ModelMethod, TestCase, folder_test_set, generated_test_set, psnr_ssim, routing_summary
+from training.evaluate import EvalCase, ModelMethod, folder_test_set, generated_test_set, psnr_ssim, routing_summary
 from training.phase import set_train_mode
 from training.run_log import RunLog, log_validation
 from training.runtime import Runtime
 
 
-def validation_cases(exp: ExperimentConfig) -> list[TestCase]:
+def validation_cases(exp: ExperimentConfig) -> list[EvalCase]:
     """Held-out validation images: the real test folders that exist for folder data, a generated set otherwise."""
     d = exp.data
     if d.val_images == 0:
@@ -34,7 +34,7 @@ def validation_cases(exp: ExperimentConfig) -> list[TestCase]:
     return generated_test_set(d.tasks, d.val_images, d.val_size, sigmas)
 
 
-def validate(model: SLERIR, cases: list[TestCase], device: torch.device) -> dict[str, Any]:
+def validate(model: SLERIR, cases: list[EvalCase], device: torch.device) -> dict[str, Any]:
     """Per-task PSNR of the model (hard routing) and of the input, and the routing statistics per task."""
     method = ModelMethod(model, device)
     psnr: dict[str, list[float]] = {}
@@ -51,7 +51,7 @@ def validate(model: SLERIR, cases: list[TestCase], device: torch.device) -> dict
     }
 
 
-def timed_validation(model: SLERIR, cases: list[TestCase], step: int, rt: Runtime, log: RunLog, phase: int) -> float:
+def timed_validation(model: SLERIR, cases: list[EvalCase], step: int, rt: Runtime, log: RunLog, phase: int) -> float:
     """Validate and log on rank 0, then put the model back in the phase's training mode.
 
     Returns:
