@@ -51,7 +51,8 @@ from slerir_core.io import (
     write_image,
     write_text,
 )
-from slerir_core.restore import PLAN_PER, Plan, RestoreOptions, Restorer
+from slerir_core.plan import Plan
+from slerir_core.restore import PLAN_PER, RestoreOptions, Restorer
 
 OUTPUT_STEM = re.compile(r"_(restored|degradation_map|routes)$")
 """Stems of the files this command writes, which folders and globs leave out."""
