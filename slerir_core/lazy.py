@@ -2,9 +2,10 @@
 
 Each chunk runs the tiles of the whole image's grid that touch it, with the same blending weights, reading
 them from a margin as deep as those tiles reach past the chunk (``chunk_reach``), so the result equals the
-in-memory one (planned with ``plan_per="stack"``) value for value when a network pass runs one tile, the
-CPU's default; passes of several tiles (on a GPU) group the tiles of a chunk differently from those of the
-whole image, which can change the last bits of the arithmetic. A tile that crosses a chunk border is computed
+in-memory one (planned with ``plan_per="stack"``) value for value when a network pass runs one tile
+(``batch=1``). Passes of several tiles group the tiles of a chunk unlike those of the whole image, which
+changes the last bits of float32 arithmetic (3e-7 of the range, measured on the CPU) and may round an integer
+output the other way. A tile that crosses a chunk border is computed
 by every chunk it touches: chunks several tiles wide keep that extra work small (chunks are merged, along Y
 and X, to at least one tile: ``merge_chunks``). Stacks larger than memory work, locally or on a
 ``dask.distributed`` cluster (the restorer, model included, travels with the task graph)::

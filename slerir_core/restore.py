@@ -72,8 +72,9 @@ class RestoreOptions:
         tile: tile size in pixels, at least ``MIN_TILE``; ``None`` uses the config's, ``0`` restores each
             image in one piece.
         overlap: overlap of neighbouring tiles; ``None`` uses the config's (at most a quarter tile).
-        batch: most tiles one network pass runs; ``None``: every tile of an image that free memory holds on a
-            GPU, one at a time on the CPU (``slerir_core.batching``).
+        batch: most tiles one network pass runs; ``None``: as many tiles of an image as free memory holds, on
+            the CPU at most ``slerir_core.batching.CPU_TILES``. Progress is reported, and a cancel takes
+            effect, between passes.
         axes: one letter per dimension, e.g. ``"TZYX"``, ``"ZYXC"``, ``"CYX"``; inferred for up to 4-D
             (``slerir_core.io.infer_axes``: a (3, H, W) array is three slices, with a warning).
         plan_per: ``"slice"`` plans every 2-D image, ``"stack"`` plans each channel group once, on the
@@ -376,7 +377,8 @@ class Restorer:
 
         Every tile of ``grid`` (the whole image's) that touches the region is run and its share, weighted
         as in the whole image, added; so a region restored on its own (a dask chunk) gets the very values
-        the whole image would, when the passes run the same tiles (one at a time, the CPU's default).
+        the whole image would when a pass runs one tile (``batch=1``), and within the rounding of the
+        arithmetic otherwise (a batch groups the tiles of a region unlike those of the whole image).
 
         Args:
             source: canonical ``(Y, X, C)`` input pixels, holding every tile that touches the region.

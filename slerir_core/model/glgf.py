@@ -100,10 +100,10 @@ def sample_prior(prior: torch.Tensor, box: Box | torch.Tensor, size: tuple[int, 
 
     The grid is axis-aligned, so bilinear sampling separates into one small matrix per axis; two matrix
     products do what ``grid_sample`` does (same values, border padding, ``align_corners=False``), with a far
-    cheaper backward pass. The columns are sampled first, on the small prior, and the rows last, so that the
-    product comes out as a channels_last map, the layout of the features it meets (transposing a 96-channel
-    512² map afterwards took an eighth of a restoration), and no operand larger than the prior is broadcast
-    over the boxes.
+    cheaper backward pass. The columns are sampled first, on the small prior, and the rows last: the product
+    then comes out as a channels_last map, the layout of the features it meets (transposing a 96-channel 512²
+    map afterwards took an eighth of a restoration), and with one box per tile only matrices of the prior's
+    height are broadcast over the tiles.
 
     Args:
         prior: (B, P, h, w) prior over the whole image.

@@ -125,7 +125,7 @@ class SLERIR(nn.Module):
             x: (B, 3, H, W) images in [0, 1].
             with_map: also compute the degradation map (always computed when GLGF needs the crops).
             routing_view: what the router reads instead of ``x`` when ``x`` is a reduced view of larger
-                images: their windows at full resolution, side by side (``slerir_core.tiling.routing_mosaic``).
+                images: their windows at full resolution, side by side (``slerir_core.plan.routing_mosaic``).
 
         Returns:
             ``embeddings`` (B, 8, d) unit routing vectors, ``probs`` (B, 8, C), ``routes`` (B, 8) argmax

@@ -35,7 +35,7 @@ def test_the_plan_is_computed_once_per_image_and_tiles_get_their_prior_box(resto
     grid = TileGrid.build(112, 112, 64, 16)
     expected = {(y0 / 112, x0 / 112, y1 / 112, x1 / 112) for y0, y1 in grid.rows for x0, x1 in grid.cols}
     boxes = {tuple(box) for args, _ in backbone.calls for box in args[3].tolist()}
-    assert len(backbone.calls) == len(grid) == 4 and boxes == expected  # one tile a pass on the CPU
+    assert len(grid) == 4 and len(backbone.calls) == 1 and boxes == expected  # the four tiles in one pass
 
 
 # -- tiles agree with the whole image, without seams -------------------------------------------------
@@ -104,7 +104,7 @@ def test_a_4096_pixel_image_needs_at_most_eight_network_passes():
     if (free_memory(torch.device("cpu")) or 0) < needed:
         pytest.skip(f"this machine has less than the {needed / 2**30:.1f} GiB free that 11 tiles a pass need")
     assert len(grid) == 81 and math.ceil(len(grid) / size) <= 8
-    assert batch_size(len(grid), (512, 512), config, torch.device("cpu")) == CPU_TILES  # unless asked for more
+    assert batch_size(len(grid), (512, 512), config, torch.device("cpu")) == min(size, CPU_TILES)  # by default
 
 
 def test_batch_sizes_keep_to_the_limit_the_count_the_memory_and_32_bit_indices():
@@ -207,7 +207,7 @@ def test_restore_steps_yields_progress_and_returns_the_array(restorer):
     image = smooth_rgb(112)
     calls: list[tuple[int, int]] = []
     steps = restorer.restore_steps(
-        image, tile=64, overlap=16, channels="rgb", progress=lambda d, t: calls.append((d, t))
+        image, tile=64, overlap=16, batch=1, channels="rgb", progress=lambda d, t: calls.append((d, t))
     )
     yielded = []
     while True:
@@ -220,9 +220,9 @@ def test_restore_steps_yields_progress_and_returns_the_array(restorer):
     assert result.shape == image.shape and result.dtype == image.dtype
 
 
-def test_closing_restore_steps_stops_between_tiles(restorer, monkeypatch):
+def test_closing_restore_steps_stops_between_passes(restorer, monkeypatch):
     backbone = Spy(monkeypatch, restorer.model, "restore_features")
-    steps = restorer.restore_steps(smooth_rgb(112), tile=64, overlap=16, channels="rgb")
+    steps = restorer.restore_steps(smooth_rgb(112), tile=64, overlap=16, batch=1, channels="rgb")
     assert next(steps) == (0, 4) and next(steps) == (1, 4)
     steps.close()  # what a napari worker's quit does between yields
     assert len(backbone.calls) == 1
