@@ -21,8 +21,9 @@ CPU_TILES = 9
 """Most tiles a pass runs on the CPU unless asked for more. Batches are faster there too: restoring 1024² RGB
 in 9 tiles of 512 with the compact model (bf16 autocast, 2 threads of a Xeon with AMX, busy with a training
 run; ``benchmarks/restore_batch.py``, 3 interleaved rounds, medians) took 51.1 s one tile a pass, 42.0 s
-three (0.82) and 32.6 s nine (0.64). Larger passes were not measured, and each pass is a step the progress
-bar waits for and a cancel cannot interrupt, so the CPU keeps to the nine measured."""
+three (0.82) and 32.6 s nine (0.64); in fp32, 512² in 9 tiles of 256 took 49.9 s one at a time and 22.2 s
+nine a pass (0.45). Larger passes were not measured, and each pass is a step the progress bar waits for and
+a cancel cannot interrupt, so the CPU keeps to the nine measured."""
 
 INDEX_LIMIT = 2**31 - 1
 """Most elements of one feature map: kernels index with 32-bit integers."""
@@ -41,14 +42,15 @@ def widest_map(config: ModelConfig, height: int, width: int) -> int:
 
 
 def tile_bytes(config: ModelConfig, height: int, width: int) -> int:
-    """Estimated peak working memory of the backbone on one ``height`` x ``width`` tile, in bytes (float32).
+    """Estimated peak working memory of the backbone on one ``height`` x ``width`` tile, in bytes: 64 float32
+    values a pixel for each channel of ``dim``, and 16 more.
 
-    At the peak, in a full-resolution stage or its prior injection, the skip connections of the U-Net hold
-    about 5 * dim values a pixel and the stage's temporaries about 26 * dim (the attention's q, k, v and
-    their depthwise convolution, the feed-forward's halves, the injection's sampled prior and keys); bf16
-    autocast holds most of them in half the bytes, so float32 bounds both.
+    Measured on the CPU in fp32 (peak resident set, ``benchmarks/restore_memory.py``), a pass of nine 256² tiles
+    took 2043 MiB with the compact model (dim 16: 57 values a pixel per channel of dim) and 826 MiB with the
+    tiny one (dim 8: 46); bf16 autocast took about half (1049 MiB, compact). The skip connections of the
+    U-Net and the temporaries of a full-resolution stage and its prior injection make up most of it.
     """
-    return _padded_pixels(height, width) * (31 * config.dim + 8) * 4
+    return _padded_pixels(height, width) * (64 * config.dim + 16) * 4
 
 
 def batch_size(
