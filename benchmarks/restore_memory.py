@@ -3,10 +3,12 @@
 Each size runs in its own subprocess, which reports its peak resident set (``ru_maxrss``) after building
 the model and warming it up (the baseline) and after restoring a uint8 RGB image of that size. The table
 shows both, the bytes of the input and output arrays themselves, and what remains: the working memory
-of restoration, which should not grow with the image once it is tiled.
+of restoration, which should not grow with the image once it is tiled. The last column is what
+``slerir_core.batching.tile_bytes`` estimates for the tiles one pass runs (``--batch``, default one).
 
     python benchmarks/restore_memory.py                          # 1k, 2k, 4k; compact, tile 256, 2 threads
     python benchmarks/restore_memory.py --sizes 1024 2048 --threads 2 --weights path/to/weights.safetensors
+    python benchmarks/restore_memory.py --sizes 1024 --batch 8                 # 8 tiles a pass
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def child(args: argparse.Namespace) -> None:
     """Restore one image and print one JSON line with the figures."""
     import torch
 
+    from slerir_core.batching import tile_bytes
     from slerir_core.restore import Restorer
     from slerir_core.tiling import TileGrid
 
@@ -57,18 +60,22 @@ def child(args: argparse.Namespace) -> None:
     baseline = peak_rss_mib()
     image = synthetic_image(args.size)
     start = time.perf_counter()
-    restored = restorer.restore(image, tile=args.tile, overlap=args.overlap)
+    restored = restorer.restore(image, tile=args.tile, overlap=args.overlap, batch=args.batch)
     seconds = time.perf_counter() - start
     assert restored.shape == image.shape and restored.dtype == image.dtype
+    grid = TileGrid.build(args.size, args.size, args.tile, args.overlap)
+    side = min(args.tile, args.size)
+    estimate = min(args.batch or 1, len(grid)) * tile_bytes(restorer.config, side, side)
     print(
         json.dumps(
             {
                 "size": args.size,
-                "tiles": len(TileGrid.build(args.size, args.size, args.tile, args.overlap)),
+                "tiles": len(grid),
                 "seconds": round(seconds, 1),
                 "baseline_mib": round(baseline, 1),
                 "peak_mib": round(peak_rss_mib(), 1),
                 "arrays_mib": round((image.nbytes + restored.nbytes) / MIB, 1),
+                "estimate_mib": round(estimate / MIB, 1),
             }
         )
     )
@@ -78,11 +85,11 @@ def parent(args: argparse.Namespace) -> None:
     """Run one child per size and print the table."""
     header = (
         f"{'size':>6} {'tiles':>6} {'seconds':>8} {'baseline MiB':>13} {'peak MiB':>9} {'in+out MiB':>11} "
-        f"{'peak - baseline - in/out':>25}"
+        f"{'peak - baseline - in/out':>25} {'estimate MiB':>13}"
     )
     print(
         f"config {args.config if not args.weights else args.weights}, tile {args.tile}, overlap {args.overlap}, "
-        f"{args.threads} threads, CPU, uint8 RGB"
+        f"{args.batch or 1} tiles a pass, {args.threads} threads, CPU, uint8 RGB"
     )
     print(header)
     for size in args.sizes:
@@ -101,6 +108,8 @@ def parent(args: argparse.Namespace) -> None:
             "--threads",
             str(args.threads),
         ]
+        if args.batch:
+            command += ["--batch", str(args.batch)]
         if args.weights:
             command += ["--weights", args.weights]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -111,7 +120,7 @@ def parent(args: argparse.Namespace) -> None:
         working = r["peak_mib"] - r["baseline_mib"] - r["arrays_mib"]
         print(
             f"{size:>6} {r['tiles']:>6} {r['seconds']:>8.1f} {r['baseline_mib']:>13.0f} {r['peak_mib']:>9.0f} "
-            f"{r['arrays_mib']:>11.0f} {working:>25.0f}",
+            f"{r['arrays_mib']:>11.0f} {working:>25.0f} {r['estimate_mib']:>13.0f}",
             flush=True,
         )
 
@@ -124,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", help="a weights file instead of an untrained model")
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=32)
+    parser.add_argument("--batch", type=int, help="tiles a network pass (default: one, the CPU's default)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Restorer": "slerir_core.restore",
-    "Plan": "slerir_core.restore",
+    "Plan": "slerir_core.plan",
     "RestoreOptions": "slerir_core.restore",
     "SLERIR": "slerir_core.model",
     "load_config": "slerir_core.config",

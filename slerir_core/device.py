@@ -74,13 +74,16 @@ def hardware_name(device: torch.device) -> str:
     """What runs the work, for the model card: the GPU's name, or the CPU's model and core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "unknown CPU")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _proc("cpuinfo") if line.startswith("model name")), "unknown CPU"
+    )
     return f"{model} ({os.cpu_count()} cores)"
 
 
-def _cpuinfo() -> list[str]:
+def _proc(name: str) -> list[str]:
+    """The lines of ``/proc/<name>`` (Linux), or none."""
     try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
+        return Path("/proc", name).read_text().splitlines()
     except OSError:
         return []
 
@@ -109,6 +112,21 @@ def default_torch_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes that work on ``device`` can still take: on CUDA the driver's free memory plus what torch's cache
+    holds unused; elsewhere the system's available memory (MPS shares it). ``None`` where it cannot be told."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    for line in _proc("meminfo"):
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024  # kB
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system that reports it
+        return None
 
 
 def free_cuda_cache() -> None:

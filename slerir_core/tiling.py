@@ -1,11 +1,8 @@
-"""Tiling, pure numpy: where the tiles of an image go, how their outputs blend, and the planning view.
+"""Tiling, pure numpy: where the tiles of an image go and how their outputs blend.
 
 A restoration runs the network on overlapping tiles (``TileGrid``) whose outputs are blended with separable
-raised-cosine ramps normalised per axis, so every pixel's weights add up to one. A dask chunk runs the tiles
-of the whole image's grid that touch it (``meets``), reading a margin as deep as they reach
-(``chunk_reach``) from chunks merged to at least a tile (``merge_chunks``). Planning sees the whole image
-block-averaged down to ``PLAN_SIDE`` (``planning_view``), while the router reads windows of it at full
-resolution (``routing_mosaic``).
+raised-cosine ramps over their overlaps, normalised per axis by the ramps' sum, so the weights of any pixel
+add up to one and no seam shows.
 """
 
 from __future__ import annotations
@@ -13,16 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-
-from slerir_core.io.scaling import Scaling
-
-PLAN_SIDE = 1024
-"""Longest side of the view a plan is computed on (the extractors see 32-224 px views anyway)."""
-ROUTING_WINDOWS = 8
-"""Most windows per side that the router reads of an image (``window_starts``)."""
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
@@ -98,85 +87,6 @@ class TileGrid:
         return self.cols[-1][1]
 
 
-def middle_index(shape: Sequence[int]) -> tuple[int, ...]:
-    """Index of the middle element along each axis (the middle slice of a stack)."""
-    return tuple(n // 2 for n in shape)
-
-
-def planning_view(plane: Any, scaling: Scaling, group: tuple[int, int], side: int = PLAN_SIDE) -> np.ndarray:
-    """Channels ``group`` of a 2-D image as float32 in [0, 1], block-averaged so neither side exceeds ``side``.
-
-    Works strip by strip, so a large image is never copied to float whole. A dask plane is read here.
-    """
-    height, width = plane.shape[:2]
-    fy, fx = math.ceil(height / side), math.ceil(width / side)
-    if fy == fx == 1:
-        return scaling.to_unit(np.asarray(plane), group)
-    h, w = height // fy, width // fx  # the last < fy rows and < fx columns are left out
-    out = np.empty((h, w, group[1] - group[0]), np.float32)
-    rows = max(1, 64 // fy) * fy
-    for r0 in range(0, h * fy, rows):
-        r1 = min(r0 + rows, h * fy)
-        strip = scaling.to_unit(np.asarray(plane[r0:r1, : w * fx]), group)
-        out[r0 // fy : r1 // fy] = strip.reshape((r1 - r0) // fy, fy, w, fx, -1).mean(axis=(1, 3))
-    return out
-
-
-def window_starts(side: int, window: int, most: int = ROUTING_WINDOWS) -> list[int]:
-    """Starts of evenly spaced windows along a side: as many as cover it, at most ``most``, the last flush with
-    the end; a side no longer than the window has one, at 0."""
-    if side <= window:
-        return [0]
-    n = min(most, math.ceil(side / window))
-    return [round(i * (side - window) / (n - 1)) for i in range(n)]
-
-
-def routing_mosaic(plane: Any, scaling: Scaling, group: tuple[int, int], window: tuple[int, int]) -> np.ndarray:
-    """The windows the router reads of a 2-D image (``SLERIR.degradation_embedding``), cut at full resolution
-    and laid side by side, as float32 in [0, 1]: cut into windows again, the mosaic gives back the same ones.
-
-    For an image planned on a reduced view (``planning_view``), whose block averages would show noise grain
-    and blur at a fraction of their size. A dask plane is read window by window.
-    """
-    (h, w), (wh, ww) = plane.shape[:2], window
-    lh, lw = min(h, wh), min(w, ww)
-    return np.concatenate(
-        [
-            np.concatenate(
-                [scaling.to_unit(np.asarray(plane[y : y + lh, x : x + lw]), group) for x in window_starts(w, ww)],
-                axis=1,
-            )
-            for y in window_starts(h, wh)
-        ],
-        axis=0,
-    )
-
-
 def meets(span: tuple[int, int], start: int, stop: int) -> bool:
     """Whether ``span`` overlaps ``[start, stop)``."""
     return span[0] < stop and span[1] > start
-
-
-def merge_chunks(chunks: Sequence[int], minimum: int) -> tuple[int, ...]:
-    """Chunk lengths along one axis, neighbours merged until each is at least ``minimum`` (or the axis)."""
-    merged: list[int] = []
-    for size in chunks:
-        if merged and merged[-1] < minimum:
-            merged[-1] += size
-        else:
-            merged.append(size)
-    if len(merged) > 1 and merged[-1] < minimum:
-        last = merged.pop()
-        merged[-1] += last
-    return tuple(merged)
-
-
-def chunk_reach(chunks: Sequence[int], spans: Sequence[tuple[int, int]]) -> int:
-    """How far past a chunk, along one axis, the tiles that touch it reach: the overlap depth a chunk needs."""
-    reach, start = 0, 0
-    for size in chunks:
-        stop = start + size
-        touching = [s for s in spans if meets(s, start, stop)]
-        reach = max(reach, start - min(s[0] for s in touching), max(s[1] for s in touching) - stop)
-        start = stop
-    return reach

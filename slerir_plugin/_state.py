@@ -23,7 +23,8 @@ from psygnal import Signal
 from slerir_core.io.layout import is_dask
 
 if TYPE_CHECKING:
-    from slerir_core.restore import Plan, Restorer
+    from slerir_core.plan import Plan
+    from slerir_core.restore import Restorer
 
 DEFAULT_EXPERTS = 3
 """Experts per stage shown before a model is loaded (every shipped config uses 3)."""

@@ -25,7 +25,7 @@ from slerir_plugin._state import STATE, ModelInfo, ModelSpec, channels_option
 if TYPE_CHECKING:
     from napari.qt.threading import GeneratorWorker
 
-    from slerir_core.restore import Plan
+    from slerir_core.plan import Plan
 
 
 # -- updates a job yields ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import argparse
 import sys
 import warnings
 
+from slerir_core.device import PRECISIONS
 from slerir_core.restore import Restorer
 
 
@@ -23,7 +24,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     group.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
+        choices=PRECISIONS,
         default="auto",
         help="auto: bf16 autocast on GPUs and on CPUs with native bf16 (faster, within about 0.01 of fp32), else fp32",
     )
@@ -38,8 +39,9 @@ def build_restorer(args: argparse.Namespace) -> Restorer:
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        autocast = {"auto": None, "fp32": False, "bf16": True}[args.precision]
-        restorer = Restorer.from_pretrained(args.weights, device=args.device, config=args.config, autocast=autocast)
+        restorer = Restorer.from_pretrained(
+            args.weights, device=args.device, config=args.config, precision=args.precision
+        )
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     return restorer

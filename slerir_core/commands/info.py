@@ -52,7 +52,7 @@ def describe(restorer: Restorer) -> list[tuple[str, str]]:
         ("slerir", __version__),
         ("model", f"config {c.name!r}"),
         ("weights", weights),
-        ("device", f"{restorer.device} ({'bf16 autocast' if restorer.autocast else 'fp32'}); CUDA: {cuda}"),
+        ("device", f"{restorer.device} ({'bf16 autocast' if restorer.bf16 else 'fp32'}); CUDA: {cuda}"),
         (
             "backbone",
             f"dim {c.dim}, blocks {list(c.blocks)} / decoder {list(c.decoder_blocks)} / refine "

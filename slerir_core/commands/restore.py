@@ -41,7 +41,8 @@ from slerir_core.errors import ConfigError, ImageError, WeightsError
 from slerir_core.heap import reuse_freed_memory
 from slerir_core.io.files import IMAGE_SUFFIXES, MAX_PIXELS_ENV, pixel_limit, read_image_file, write_image, write_text
 from slerir_core.io.layout import CHANNEL_OPTIONS, describe_channels, infer_axes, make_layout
-from slerir_core.restore import PLAN_PER, Plan, RestoreOptions, Restorer
+from slerir_core.plan import Plan
+from slerir_core.restore import PLAN_PER, RestoreOptions, Restorer
 
 OUTPUT_STEM = re.compile(r"_(restored|degradation_map|routes)$")
 """Stems of the files this command writes, which folders and globs leave out."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from pathlib import Path
 
 import open_clip
@@ -29,7 +30,9 @@ from torch import nn
 
 from slerir_core.config import ExtractorConfig
 from slerir_core.errors import ExtractorError
-from slerir_core.tiling import window_starts
+
+ROUTING_WINDOWS = 8
+"""Most windows per side that the router reads of an image (``window_starts``)."""
 
 _CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"
 open_clip.add_model_config(_CLIP_CONFIG_DIR)
@@ -222,9 +225,18 @@ def crops(images: torch.Tensor, grid: int, size: tuple[int, int]) -> torch.Tenso
     return x.reshape(b, c, grid, sh, grid, sw).permute(0, 2, 4, 1, 3, 5).reshape(b * grid * grid, c, sh, sw)
 
 
+def window_starts(side: int, window: int, most: int = ROUTING_WINDOWS) -> list[int]:
+    """Starts of evenly spaced windows along a side: as many as cover it, at most ``most``, the last flush with
+    the end; a side no longer than the window has one, at 0."""
+    if side <= window:
+        return [0]
+    n = min(most, math.ceil(side / window))
+    return [round(i * (side - window) / (n - 1)) for i in range(n)]
+
+
 def windows(images: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, int]:
     """Windows of ``size`` cut from (B, C, H, W) images at their own scale, evenly spaced on a grid that covers
-    each image (``slerir_core.tiling.window_starts``: at most 8 per side, neighbours overlapping where a side
+    each image (``window_starts``: at most 8 per side, neighbours overlapping where a side
     is not a multiple of the window). A side no longer than the window is taken whole (the extractor resizes
     it).
 

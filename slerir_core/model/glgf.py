@@ -10,7 +10,8 @@ matrix for the whole tile (the prior's layout enters only through a sum over pix
 a rainy region and a clean region of one image be updated differently.
 
 The prior is a smooth map over the whole image. Tiles read it through ``sample_prior`` with their box
-in whole-image coordinates, so a pixel sees the same prior value whether it is restored whole or tiled.
+in whole-image coordinates, so a pixel sees the same prior value whether it is restored whole or tiled;
+a batch of tiles of one image gives one box per tile.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from torch import nn
 from kernels import transposed_attention
 from slerir_core.model.blocks import LayerNorm2d, from_heads, to_heads
 
-FULL_BOX = (0.0, 0.0, 1.0, 1.0)
+Box = tuple[float, float, float, float]
+"""(top, left, bottom, right) of a region in fractions of the whole image."""
+
+FULL_BOX: Box = (0.0, 0.0, 1.0, 1.0)
 
 
 class GLGF(nn.Module):
@@ -70,39 +74,56 @@ class GLGF(nn.Module):
         return fused.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
-def _bilinear_weights(start: float, stop: float, count: int, size: int, like: torch.Tensor) -> torch.Tensor:
-    """(count, size) weights that sample a length-``size`` signal at ``count`` pixel centres spanning
-    [start, stop] (fractions of the signal's extent), bilinearly, clamping to the border sample."""
-    centres = start + (stop - start) * (torch.arange(count, device=like.device, dtype=torch.float64) + 0.5) / count
+def as_boxes(box: Box | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One box or a (N, 4) tensor of boxes as a (N, 4) float64 tensor on ``device``."""
+    return torch.as_tensor(box, dtype=torch.float64, device=device).reshape(-1, 4)
+
+
+def _bilinear_weights(
+    start: torch.Tensor, stop: torch.Tensor, count: int, size: int, like: torch.Tensor
+) -> torch.Tensor:
+    """(N, count, size) weights that sample a length-``size`` signal at ``count`` pixel centres spanning
+    [start, stop] (N such spans, fractions of the signal's extent), bilinearly, clamping to the border sample."""
+    steps = torch.arange(count, device=start.device, dtype=torch.float64) + 0.5
+    centres = start[:, None] + (stop - start)[:, None] * steps / count
     pos = (centres * size - 0.5).clamp(0, size - 1)
     low = pos.floor().long().clamp(max=size - 1)
     frac = pos - low
-    weights = torch.zeros(count, size, device=like.device, dtype=torch.float64)
-    weights.scatter_add_(1, low[:, None], (1 - frac)[:, None])
-    weights.scatter_add_(1, (low + 1).clamp(max=size - 1)[:, None], frac[:, None])
+    weights = torch.zeros(*pos.shape, size, device=start.device, dtype=torch.float64)
+    weights.scatter_add_(2, low[..., None], (1 - frac)[..., None])
+    weights.scatter_add_(2, (low + 1).clamp(max=size - 1)[..., None], frac[..., None])
     return weights.to(like.dtype)
 
 
-def sample_prior(prior: torch.Tensor, box: tuple[float, float, float, float], size: tuple[int, int]) -> torch.Tensor:
+def sample_prior(prior: torch.Tensor, box: Box | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear samples of the prior at the pixel centres of a ``size`` grid covering ``box``.
 
     The grid is axis-aligned, so bilinear sampling separates into one small matrix per axis; two matrix
     products do what ``grid_sample`` does (same values, border padding, ``align_corners=False``), with a far
-    cheaper backward pass. They run on the channels-last prior and return a channels_last map, the layout
-    of the features it meets (transposing a 96-channel 512² map afterwards took an eighth of a restoration).
+    cheaper backward pass. The columns are sampled first, on the small prior, and the rows last: the product
+    then comes out as a channels_last map, the layout of the features it meets (transposing a 96-channel 512²
+    map afterwards took an eighth of a restoration), and with one box per tile only matrices of the prior's
+    height are broadcast over the tiles.
 
     Args:
         prior: (B, P, h, w) prior over the whole image.
-        box: (top, left, bottom, right) of the region in whole-image fractions; may extend past [0, 1]
-            (padding), where the prior's border value is used.
+        box: (top, left, bottom, right) of the region in whole-image fractions, or a (N, 4) tensor of one box
+            per sample (for tiles of one image, N tiles and B = 1); may extend past [0, 1] (padding), where
+            the prior's border value is used.
         size: (H, W) of the output grid.
+
+    Returns:
+        (max(B, N), P, H, W), channels_last.
     """
-    top, left, bottom, right = box
-    rows = _bilinear_weights(top, bottom, size[0], prior.shape[-2], prior)
-    cols = _bilinear_weights(left, right, size[1], prior.shape[-1], prior)
-    b, p, h, w = prior.shape
-    rows_sampled = (rows @ prior.permute(0, 2, 3, 1).reshape(b, h, w * p)).reshape(b * size[0], w, p)
-    return (cols @ rows_sampled).reshape(b, *size, p).permute(0, 3, 1, 2)
+    boxes = as_boxes(box, prior.device)
+    top, left, bottom, right = boxes.unbind(1)
+    rows = _bilinear_weights(top, bottom, size[0], prior.shape[-2], prior)  # (N, H, h)
+    cols = _bilinear_weights(left, right, size[1], prior.shape[-1], prior)  # (N, W, w)
+    p, h = prior.shape[1:3]
+    cols_sampled = cols[:, None] @ prior.permute(0, 2, 3, 1)  # (N, 1, W, w) @ (B, h, w, P) -> (M, h, W, P)
+    m = cols_sampled.shape[0]
+    sampled = rows @ cols_sampled.reshape(m, h, size[1] * p)  # (N, H, h) @ (M, h, W * P)
+    return sampled.reshape(m, *size, p).permute(0, 3, 1, 2)
 
 
 class PriorInjection(nn.Module):
@@ -133,8 +154,9 @@ class PriorInjection(nn.Module):
         self.temperature = nn.Parameter(torch.ones(heads))
         self.proj = nn.Conv2d(channels, channels, 1, bias=False)
 
-    def forward(self, x: torch.Tensor, prior: torch.Tensor, box: tuple[float, float, float, float]) -> torch.Tensor:
-        """The injected features, for features ``x`` covering ``box`` of the image the prior belongs to."""
+    def forward(self, x: torch.Tensor, prior: torch.Tensor, box: Box | torch.Tensor) -> torch.Tensor:
+        """The injected features, for features ``x`` covering ``box`` of the image the prior belongs to (one box,
+        or a (B, 4) tensor of one box per sample: ``sample_prior``)."""
         # Project on the small prior map, then sample: cheaper than sampling P channels at every pixel.
         projected = torch.cat([self.align(prior), self.film(prior)], dim=1)
         aligned, scale, shift = sample_prior(projected, box, x.shape[-2:]).to(x.dtype).chunk(3, dim=1)

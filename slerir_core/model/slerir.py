@@ -13,7 +13,7 @@ from slerir_core.config import STAGES, ModelConfig
 from slerir_core.model.blocks import Downsample, Upsample
 from slerir_core.model.experts import RoutedStage, make_expert
 from slerir_core.model.extractors import build_extractor, crops, windows
-from slerir_core.model.glgf import FULL_BOX, GLGF, PriorInjection
+from slerir_core.model.glgf import FULL_BOX, GLGF, Box, PriorInjection, as_boxes
 from slerir_core.model.router import Router
 
 ROUTING_MODES = ("soft", "hard")
@@ -125,7 +125,7 @@ class SLERIR(nn.Module):
             x: (B, 3, H, W) images in [0, 1].
             with_map: also compute the degradation map (always computed when GLGF needs the crops).
             routing_view: what the router reads instead of ``x`` when ``x`` is a reduced view of larger
-                images: their windows at full resolution, side by side (``slerir_core.tiling.routing_mosaic``).
+                images: their windows at full resolution, side by side (``slerir_core.plan.routing_mosaic``).
 
         Returns:
             ``embeddings`` (B, 8, d) unit routing vectors, ``probs`` (B, 8, C), ``routes`` (B, 8) argmax
@@ -178,7 +178,7 @@ class SLERIR(nn.Module):
         x: torch.Tensor,
         routes: torch.Tensor,
         prior: torch.Tensor | None = None,
-        box: tuple[float, float, float, float] = FULL_BOX,
+        box: Box | torch.Tensor = FULL_BOX,
         probs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the backbone with given routes.
@@ -188,7 +188,8 @@ class SLERIR(nn.Module):
             routes: (B, 8) expert per sample and stage.
             prior: the image's prior map (required when GLGF is on).
             box: where ``x`` lies in the image the prior was computed on, (top, left, bottom, right) in
-                fractions of that image; the whole image by default.
+                fractions of that image; the whole image by default. A (B, 4) tensor gives each sample its
+                own box: tiles of one image, sharing its (1, P, h, w) prior.
             probs: (B, 8, C) for soft routing; ``None`` runs one expert per sample and stage.
         """
         if self.glgf is not None and prior is None:
@@ -200,8 +201,10 @@ class SLERIR(nn.Module):
         # channels_last throughout: oneDNN's convolutions and the channel layer norms then read the
         # features as they lie, where a mix of layouts made them copy whole maps between NCHW and NHWC.
         padded = padded.contiguous(memory_format=torch.channels_last)
-        top, left, bottom, right = box
-        padded_box = (top, left, top + (bottom - top) * (h + pad_h) / h, left + (right - left) * (w + pad_w) / w)
+        top, left, bottom, right = as_boxes(box, x.device).unbind(1)
+        padded_box = torch.stack(
+            [top, left, top + (bottom - top) * (h + pad_h) / h, left + (right - left) * (w + pad_w) / w], dim=1
+        )
 
         inject = self.injections is not None and self.inject_prior
         cfg = self.config

@@ -37,6 +37,16 @@ def test_a_tile_samples_what_the_whole_image_samples():
     torch.testing.assert_close(tile, whole[..., 10:30, 25:55])
 
 
+def test_one_box_per_sample_samples_each_as_alone():
+    prior = torch.randn(1, 4, 8, 8, dtype=torch.float64)
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.5, 0.75, 1.0], [-0.1, 0.2, 0.9, 1.2]], dtype=torch.float64)
+    batched = sample_prior(prior, boxes, (20, 30))
+    assert batched.shape == (3, 4, 20, 30) and batched.is_contiguous(memory_format=torch.channels_last)
+    for i, box in enumerate(boxes.tolist()):
+        torch.testing.assert_close(batched[i : i + 1], sample_prior(prior, tuple(box), (20, 30)))
+        torch.testing.assert_close(batched[i : i + 1], grid_sample_prior(prior, tuple(box), (20, 30)))
+
+
 def half_and_half_update(injection: PriorInjection) -> tuple[torch.Tensor, torch.Tensor]:
     """The injection's update on identical features under a prior whose left and right halves differ."""
     torch.manual_seed(0)

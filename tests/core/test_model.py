@@ -188,6 +188,27 @@ def test_tiled_box_reads_the_matching_part_of_the_prior(tiny_model):
     assert (half[inner] - whole[..., 16:][inner]).abs().max() < (wrong[inner] - whole[..., 16:][inner]).abs().max()
 
 
+def test_tiles_in_one_batch_each_read_their_own_box_of_the_prior(tiny_model):
+    """A batch of tiles of one image, sharing its (1, P, h, w) prior, gives what each tile gives alone."""
+    for injection in tiny_model.injections:
+        torch.nn.init.normal_(injection.film.weight, std=0.5)  # per-pixel use of the prior, as after training
+    image = torch.rand(1, 3, 40, 56)
+    corners = [(0, 0), (0, 32), (16, 16), (16, 32)]  # 24 x 24 tiles
+    tiles = torch.cat([image[..., y : y + 24, x : x + 24] for y, x in corners])
+    boxes = torch.tensor([(y / 40, x / 56, (y + 24) / 40, (x + 24) / 56) for y, x in corners], dtype=torch.float64)
+    with torch.no_grad():
+        info = tiny_model.analyse(image)
+        routes = info["routes"].expand(len(corners), -1)
+        batched = tiny_model.restore_features(tiles, routes, info["prior"], boxes)
+        alone = [
+            tiny_model.restore_features(tile[None], info["routes"], info["prior"], tuple(box))
+            for tile, box in zip(tiles, boxes.tolist(), strict=True)
+        ]
+        same_box = tiny_model.restore_features(tiles, routes, info["prior"], boxes[:1].expand(len(corners), -1))
+    torch.testing.assert_close(batched, torch.cat(alone), rtol=0, atol=1e-5)
+    assert (same_box[1:] - batched[1:]).abs().amax() > 1e-3  # the boxes matter: one box for all differs
+
+
 def test_task_probabilities_use_prototypes(tiny_config):
     cfg = dataclasses.replace(tiny_config, tasks=("noise", "rain"))
     model = SLERIR(cfg).eval()

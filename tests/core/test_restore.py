@@ -1,134 +1,30 @@
-"""The Restorer on the tiny config: plans, tiling without seams, dtypes and stacks, dask, bad input, weights."""
+"""The Restorer on the tiny config: tiles in batches without seams, dtypes and stacks, progress, bad input, weights."""
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
+import math
 import warnings
 
-import cloudpickle
 import dask.array as da
 import numpy as np
 import pytest
 import torch
+from restoring import Spy, smooth_rgb, u16
 
 from slerir_core import restore as restore_module
+from slerir_core.batching import CPU_TILES, INDEX_LIMIT, MEMORY_SHARE, batch_size, tile_bytes, widest_map
 from slerir_core.checkpoint import save_weights
 from slerir_core.config import load_config
-from slerir_core.device import native_bf16, resolve_device
+from slerir_core.device import free_memory, native_bf16, resolve_device
 from slerir_core.errors import ImageError, WeightsError
-from slerir_core.io.layout import make_layout
-from slerir_core.io.scaling import Scaling
 from slerir_core.model import SLERIR
-from slerir_core.model.extractors import windows
 from slerir_core.restore import RestoreOptions, Restorer
-from slerir_core.tiling import (
-    PLAN_SIDE,
-    TileGrid,
-    blend_weights,
-    planning_view,
-    routing_mosaic,
-    tile_spans,
-    window_starts,
-)
+from slerir_core.tiling import TileGrid
 
 # Tiled and untiled results differ because MDTA attends over all pixels of what it is given (a tile or the
 # image): measured mean |difference| ~0.015 of the range for the untrained tiny model, whose output differs
 # from its input by ~0.1. The bound below leaves room for seeds, not for a misplaced tile or prior crop.
 TILED_MEAN_TOLERANCE = 0.03
-
-
-@pytest.fixture(scope="module")
-def restorer() -> Restorer:
-    torch.manual_seed(0)
-    return Restorer(SLERIR(load_config("tiny")), device="cpu")
-
-
-def smooth_rgb(size: int = 96, noise: float = 0.03) -> np.ndarray:
-    """A smooth colour image with a little noise, float32 in [0, 1]: seams would stand out on it."""
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    image = np.stack([0.5 + 0.3 * np.sin(6 * xx + 2 * yy), 0.5 + 0.3 * np.cos(5 * yy), 0.2 + 0.6 * xx * yy], -1)
-    image = image + np.random.default_rng(0).normal(0, noise, image.shape)
-    return np.clip(image, 0, 1).astype(np.float32)
-
-
-class Spy:
-    """Records the calls of a model method while still running it."""
-
-    def __init__(self, monkeypatch, model: SLERIR, name: str) -> None:
-        self.calls: list[tuple] = []
-        original = getattr(model, name)
-
-        def spy(*args, **kwargs):
-            self.calls.append((args, kwargs))
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(model, name, spy)
-
-
-# -- tiling geometry ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("length", "tile", "overlap"),
-    [(96, 48, 16), (113, 64, 16), (64, 64, 8), (65, 64, 8), (1000, 256, 32), (7, 64, 16), (300, 32, 0)],
-)
-def test_tile_spans_cover_the_axis_with_the_overlap(length, tile, overlap):
-    spans = tile_spans(length, tile, overlap)
-    assert spans[0][0] == 0 and spans[-1][1] == length
-    assert all(stop - start == min(tile, length) for start, stop in spans)
-    for (_, stop), (start, _) in itertools.pairwise(spans):
-        assert stop - start >= overlap  # neighbours overlap at least as asked, and never leave a gap
-    if len(spans) > 1:  # the fewest tiles: one fewer would not reach the end with that overlap
-        assert (len(spans) - 1) * (tile - overlap) + overlap < length
-
-
-@pytest.mark.parametrize(("length", "tile", "overlap"), [(96, 48, 16), (113, 64, 16), (65, 64, 8), (300, 32, 0)])
-def test_blend_weights_are_positive_and_sum_to_one(length, tile, overlap):
-    spans = tile_spans(length, tile, overlap)
-    total = np.zeros(length)
-    for (start, stop), w in zip(spans, blend_weights(spans, length), strict=True):
-        assert np.all(w > 0)
-        total[start:stop] += w
-    assert np.allclose(total, 1.0, atol=1e-6)
-
-
-def test_tile_zero_means_one_piece():
-    assert len(TileGrid.build(500, 300, 0, 0)) == 1
-
-
-# -- plans --------------------------------------------------------------------------------------------
-
-
-def test_plan_holds_routes_probabilities_maps_and_prior(restorer):
-    plan = restorer.plan(smooth_rgb(64))
-    c = restorer.config.num_experts
-    assert len(plan.routes) == 8 and all(isinstance(r, int) and 0 <= r < c for r in plan.routes)
-    assert plan.probs.shape == (8, c) and np.allclose(plan.probs.sum(axis=1), 1, atol=1e-5)
-    assert plan.routes == plan.probs.argmax(axis=1).tolist()
-    assert plan.degradation_map.shape == (c, 4, 4) and np.allclose(plan.degradation_map.sum(axis=0), 1, atol=1e-5)
-    assert plan.expert_map.shape == (4, 4)
-    assert plan.prior is not None and plan.prior.shape[:2] == (1, restorer.config.prior_dim)
-    assert plan.label is None and plan.task_map is None  # no task prototypes in an untrained model
-    assert restorer.task_routes() == {}
-    summary = plan.summary()
-    assert summary["routes"] == plan.routes and "prior" not in summary
-
-
-def test_plan_gives_a_label_and_task_map_when_the_model_has_task_prototypes():
-    torch.manual_seed(0)
-    config = dataclasses.replace(load_config("tiny"), tasks=("noise", "blur"))
-    model = SLERIR(config)
-    image = smooth_rgb(48)
-    with torch.no_grad():
-        f = model.analyse(torch.from_numpy(image.transpose(2, 0, 1))[None])["embeddings"]
-        model.task_prototypes.copy_(torch.stack([f[0], -f[0]]))  # "noise" is this image's own direction
-    restorer = Restorer(model)
-    plan = restorer.plan(image, channels="rgb")
-    assert plan.label == "noise" and plan.confidence > 0.5
-    assert restorer.task_routes()["noise"] == plan.routes  # the prototype is this image's routing vector
-    assert set(plan.task_probs) == {"noise", "blur"} and sum(plan.task_probs.values()) == pytest.approx(1, abs=1e-5)
-    assert plan.task_map.shape == (2, 4, 4) and np.allclose(plan.task_map.sum(axis=0), 1, atol=1e-5)
 
 
 def test_the_plan_is_computed_once_per_image_and_tiles_get_their_prior_box(restorer, monkeypatch):
@@ -138,71 +34,8 @@ def test_the_plan_is_computed_once_per_image_and_tiles_get_their_prior_box(resto
     assert len(analyse.calls) == 1
     grid = TileGrid.build(112, 112, 64, 16)
     expected = {(y0 / 112, x0 / 112, y1 / 112, x1 / 112) for y0, y1 in grid.rows for x0, x1 in grid.cols}
-    boxes = {args[3] for args, _ in backbone.calls}
-    assert len(backbone.calls) == len(grid) == 4 and boxes == expected
-
-
-def test_manual_routes_replace_the_plans_and_change_the_output(restorer, monkeypatch):
-    image = smooth_rgb(48)
-    plan = restorer.plan(image, channels="rgb")
-    other = [(r + 1) % 3 for r in plan.routes]
-    backbone = Spy(monkeypatch, restorer.model, "restore_features")
-    routed = restorer.restore(image, plan=plan, tile=0, channels="rgb")
-    manual = restorer.restore(image, plan=plan, routes=other, tile=0, channels="rgb")
-    used = [args[1][0].tolist() for args, _ in backbone.calls]
-    assert used == [plan.routes, other]
-    assert np.abs(routed - manual).mean() > 1e-3
-    assert plan.with_routes(other).routes == other and plan.with_routes(other).manual_routes
-
-
-def test_a_given_plan_skips_the_analysis(restorer, monkeypatch):
-    image = smooth_rgb(48)
-    plan = restorer.plan(image)
-    analyse = Spy(monkeypatch, restorer.model, "analyse")
-    restorer.restore(np.stack([image, image]), plan=plan, axes="ZYXC")
-    assert analyse.calls == []
-
-
-def test_stacks_plan_each_slice_or_once_on_the_middle_slice(restorer, monkeypatch):
-    stack = np.stack([smooth_rgb(40)[..., 0] * (0.5 + 0.2 * z) for z in range(5)])
-    seen: list[tuple[str, str]] = []
-    analyse = Spy(monkeypatch, restorer.model, "analyse")
-    restorer.restore(stack, on_plan=lambda what, plan: seen.append((what, plan.source)))
-    assert len(analyse.calls) == 5 and [w for w, _ in seen] == [f"Z={z}" for z in range(5)]
-    seen.clear()
-    restorer.restore(stack, plan_per="stack", on_plan=lambda what, plan: seen.append((what, plan.source)))
-    assert len(analyse.calls) == 6 and seen == [("all", "Z=2")]
-
-
-def test_planning_view_block_averages_large_images():
-    plane = np.random.default_rng(0).random((50, 40, 3)).astype(np.float32)
-    layout = make_layout(plane.shape)
-    scaling = Scaling.fit(layout.canonical(plane), layout)
-    view = planning_view(plane, scaling, (0, 3), side=16)  # blocks of 4 rows x 3 columns
-    expected = scaling.to_unit(plane[:48, :39], (0, 3)).reshape(12, 4, 13, 3, 3).mean(axis=(1, 3))
-    assert view.shape == (12, 13, 3) and np.allclose(view, expected, atol=1e-6)
-
-
-def test_routing_mosaic_gives_back_the_windows_at_full_resolution():
-    plane = np.random.default_rng(1).random((100, 150, 3)).astype(np.float32)
-    scaling = Scaling.fit(plane, make_layout(plane.shape))
-    mosaic = routing_mosaic(plane, scaling, (0, 3), (32, 32))
-    assert mosaic.shape == (128, 160, 3)  # 4 x 5 windows
-    again, n = windows(torch.from_numpy(mosaic.transpose(2, 0, 1))[None], (32, 32))
-    direct, m = windows(torch.from_numpy(scaling.to_unit(plane, (0, 3)).transpose(2, 0, 1))[None], (32, 32))
-    assert n == m == 20 and torch.equal(again, direct)
-    assert window_starts(1000, 32) == [0, 138, 277, 415, 553, 691, 830, 968]  # at most eight a side
-
-
-def test_a_large_image_is_routed_on_windows_at_full_resolution(restorer):
-    side = PLAN_SIDE + 64
-    checkerboard = np.indices((side, side)).sum(axis=0) % 2  # one-pixel squares, which block averages erase
-    image = np.repeat(0.3 + 0.4 * checkerboard[..., None], 3, axis=2).astype(np.float32)
-    plan = restorer.plan(image, channels="rgb")
-    view = planning_view(image, Scaling.fit(image, make_layout(image.shape)), (0, 3))
-    assert view.shape[0] < side and np.allclose(view, 0.5, atol=1e-6)
-    # Routed on the view, the plan would be that of flat grey; the router sees the squares.
-    assert not np.allclose(plan.probs, restorer.plan(view, channels="rgb").probs, atol=1e-4)
+    boxes = {tuple(box) for args, _ in backbone.calls for box in args[3].tolist()}
+    assert len(grid) == 4 and len(backbone.calls) == 1 and boxes == expected  # the four tiles in one pass
 
 
 # -- tiles agree with the whole image, without seams -------------------------------------------------
@@ -234,11 +67,71 @@ def test_feathered_tiles_leave_no_seam_and_the_test_sees_hard_ones(restorer):
     assert seam_ratio(restorer, image, whole, 64, 0) > 3.0  # hard edges without overlap: the measure works
 
 
+# -- tiles in batches ---------------------------------------------------------------------------------
+
+
+def test_batches_of_tiles_give_what_one_tile_at_a_time_gives(restorer):
+    """Tiles of one pass share routes and prior and differ only in their box: fp32 results agree to rounding."""
+    image = smooth_rgb(170)[:150]  # 3 x 4 tiles of 64 px with overlaps of 16 or more
+    for channels, picture in (("rgb", image), ("grey", image[..., 1])):
+        alone = restorer.restore(picture, tile=64, overlap=16, channels=channels, batch=1)
+        for batch in (5, 12):
+            batched = restorer.restore(picture, tile=64, overlap=16, channels=channels, batch=batch)
+            np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-5, err_msg=f"{channels}, batch {batch}")
+
+
+def test_a_pass_runs_its_batch_of_tiles_each_with_its_own_box_and_the_plans_routes(restorer, monkeypatch):
+    image = smooth_rgb(170)[:150]
+    plan = restorer.plan(image, channels="rgb")
+    backbone = Spy(monkeypatch, restorer.model, "restore_features")
+    steps = restorer.restore_steps(image, plan=plan, tile=64, overlap=16, channels="rgb", batch=5)
+    assert list(steps) == [(0, 12), (5, 12), (10, 12), (12, 12)]  # one yield a pass
+    grid = TileGrid.build(150, 170, 64, 16)
+    boxes = [box for args, _ in backbone.calls for box in args[3].tolist()]
+    expected = [[y0 / 150, x0 / 170, y1 / 150, x1 / 170] for y0, y1 in grid.rows for x0, x1 in grid.cols]
+    assert [len(args[0]) for args, _ in backbone.calls] == [5, 5, 2]
+    assert boxes == expected  # row by row, each tile its own
+    assert all(args[1].tolist() == [plan.routes] * len(args[0]) for args, _ in backbone.calls)
+
+
+def test_a_4096_pixel_image_needs_at_most_eight_network_passes():
+    """The default tile (512, overlap 32) cuts 4096² into 81 tiles; with the passes allowed all the free memory
+    (``batch=81``), the tiny model runs them in at most eight passes: the sizes the tile loop takes."""
+    config = load_config("tiny")
+    grid = TileGrid.build(4096, 4096, 512, 32)
+    size = batch_size(len(grid), (512, 512), config, torch.device("cpu"), limit=len(grid))
+    needed = math.ceil(len(grid) / 8) * tile_bytes(config, 512, 512) / MEMORY_SHARE
+    if (free_memory(torch.device("cpu")) or 0) < needed:
+        pytest.skip(f"this machine has less than the {needed / 2**30:.1f} GiB free that 11 tiles a pass need")
+    assert len(grid) == 81 and math.ceil(len(grid) / size) <= 8
+    assert batch_size(len(grid), (512, 512), config, torch.device("cpu")) == min(size, CPU_TILES)  # by default
+
+
+def test_batch_sizes_keep_to_the_limit_the_count_the_memory_and_32_bit_indices():
+    config, cpu = load_config("tiny"), torch.device("cpu")
+    assert batch_size(10, (64, 64), config, cpu, limit=4) == 4
+    assert batch_size(3, (64, 64), config, cpu, limit=100) == 3
+    size = batch_size(1000, (512, 512), config, cpu, limit=1000)
+    # The free memory moves with the other processes of the machine: a tenth of slack.
+    assert 1 < size < 1000 and size * tile_bytes(config, 512, 512) <= 1.1 * MEMORY_SHARE * free_memory(cpu)
+    assert size * widest_map(config, 512, 512) <= INDEX_LIMIT
+    assert batch_size(2, (8192, 8192), config, cpu, limit=2) == 1  # one tile alone overflows 32-bit indices
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_tiles_of_an_image_share_passes_and_agree_with_one_at_a_time(monkeypatch):
+    torch.manual_seed(0)
+    restorer = Restorer(SLERIR(load_config("tiny")), device="cuda")
+    image = smooth_rgb(170)[:150]
+    backbone = Spy(monkeypatch, restorer.model, "restore_features")
+    batched = restorer.restore(image, tile=64, overlap=16, channels="rgb")
+    assert len(backbone.calls) == 1  # 12 small tiles: one pass
+    alone = restorer.restore(image, tile=64, overlap=16, channels="rgb", batch=1)
+    np.testing.assert_allclose(batched, alone, rtol=0, atol=2e-2)  # bf16 autocast rounding
+
+
 # -- arrays of every kind keep shape and dtype -------------------------------------------------------
-
-
-def _u16(shape):
-    return np.random.default_rng(3).integers(500, 4000, shape).astype(np.uint16)
 
 
 @pytest.mark.parametrize(
@@ -246,7 +139,7 @@ def _u16(shape):
     [
         ("uint8 grey", lambda: (smooth_rgb(40)[..., 0] * 255).astype(np.uint8), None),
         ("uint8 rgb", lambda: (smooth_rgb(40) * 255).astype(np.uint8), None),
-        ("uint16 yxc", lambda: _u16((40, 36, 3)), None),
+        ("uint16 yxc", lambda: u16((40, 36, 3)), None),
         ("float32 grey", lambda: smooth_rgb(40)[..., 1] * 1000 - 200, None),
         (
             "float32 rgba",
@@ -255,8 +148,8 @@ def _u16(shape):
             ),
             None,
         ),
-        ("uint16 zyx", lambda: _u16((3, 40, 36)), "ZYX"),
-        ("uint16 tzyx", lambda: _u16((2, 2, 24, 20)), None),
+        ("uint16 zyx", lambda: u16((3, 40, 36)), "ZYX"),
+        ("uint16 tzyx", lambda: u16((2, 2, 24, 20)), None),
         ("float32 cyx", lambda: np.random.default_rng(4).random((2, 30, 30)).astype(np.float32), "CYX"),
         ("uint8 5-D", lambda: np.random.default_rng(5).integers(0, 255, (2, 1, 2, 20, 20)).astype(np.uint8), "TZCYX"),
     ],
@@ -278,7 +171,7 @@ def test_alpha_passes_through_and_grey_output_is_grey(restorer):
 
 def test_uint16_output_stays_in_the_datas_range_scale(restorer):
     """uint16 is scaled by its own range, not by 65535: a dim image comes back at a similar level."""
-    image = _u16((32, 32))
+    image = u16((32, 32))
     out = restorer.restore(image)
     assert abs(float(out.mean()) - float(image.mean())) < 0.25 * float(image.max() - image.min())
 
@@ -314,7 +207,7 @@ def test_restore_steps_yields_progress_and_returns_the_array(restorer):
     image = smooth_rgb(112)
     calls: list[tuple[int, int]] = []
     steps = restorer.restore_steps(
-        image, tile=64, overlap=16, channels="rgb", progress=lambda d, t: calls.append((d, t))
+        image, tile=64, overlap=16, batch=1, channels="rgb", progress=lambda d, t: calls.append((d, t))
     )
     yielded = []
     while True:
@@ -327,50 +220,12 @@ def test_restore_steps_yields_progress_and_returns_the_array(restorer):
     assert result.shape == image.shape and result.dtype == image.dtype
 
 
-def test_closing_restore_steps_stops_between_tiles(restorer, monkeypatch):
+def test_closing_restore_steps_stops_between_passes(restorer, monkeypatch):
     backbone = Spy(monkeypatch, restorer.model, "restore_features")
-    steps = restorer.restore_steps(smooth_rgb(112), tile=64, overlap=16, channels="rgb")
+    steps = restorer.restore_steps(smooth_rgb(112), tile=64, overlap=16, batch=1, channels="rgb")
     assert next(steps) == (0, 4) and next(steps) == (1, 4)
     steps.close()  # what a napari worker's quit does between yields
     assert len(backbone.calls) == 1
-
-
-# -- dask ---------------------------------------------------------------------------------------------
-
-
-def test_dask_stack_matches_the_in_memory_result(restorer):
-    stack = _u16((4, 40, 36))
-    expected = restorer.restore(stack, axes="ZYX", plan_per="stack", tile=64, overlap=16)
-    lazy = restorer.restore(da.from_array(stack, chunks=(1, 40, 36)), axes="ZYX", tile=64, overlap=16)
-    assert isinstance(lazy, da.Array) and lazy.shape == stack.shape and lazy.dtype == stack.dtype
-    assert np.array_equal(lazy.compute(), expected)
-
-
-@pytest.mark.parametrize(
-    ("chunks", "tile"),
-    [
-        ((1, 75, 85, 3), 64),  # chunks across Y and X, each crossed by tiles
-        ((1, 40, 50, 3), 64),  # chunks smaller than a tile: merged to a tile
-        ((2, 100, 64, 3), 64),
-        ((1, 75, 85, 3), 0),  # one piece: each chunk needs the whole image
-    ],
-)
-def test_dask_chunks_across_the_image_give_the_in_memory_values(restorer, chunks, tile):
-    """Each chunk runs the whole image's tiles that touch it, with the same weights: not a bound, equality."""
-    stack = (np.stack([smooth_rgb(150)[:, :170], smooth_rgb(150)[:, :170] ** 2]) * 255).astype(np.uint8)
-    expected = restorer.restore(stack, axes="ZYXC", plan_per="stack", tile=tile, overlap=16)
-    lazy = restorer.restore(da.from_array(stack, chunks=chunks), axes="ZYXC", tile=tile, overlap=16)
-    got = lazy.compute()
-    assert got.shape == stack.shape and got.dtype == np.uint8
-    assert np.array_equal(got, expected)
-
-
-def test_lazy_restoration_can_be_shipped_to_a_cluster(restorer):
-    """A dask.distributed worker receives the graph pickled: restorer, plan and scaling included."""
-    stack = _u16((2, 24, 24))
-    lazy = restorer.restore(da.from_array(stack, chunks=(1, 24, 24)), axes="ZYX", tile=64, overlap=16)
-    shipped = cloudpickle.loads(cloudpickle.dumps(lazy))
-    assert np.array_equal(shipped.compute(), lazy.compute())
 
 
 # -- bad input ----------------------------------------------------------------------------------------
@@ -396,13 +251,6 @@ def test_lazy_restoration_can_be_shipped_to_a_cluster(restorer):
 def test_bad_input_raises_a_clear_value_error(restorer, image, kwargs, message):
     with pytest.raises(ValueError, match=message):
         restorer.restore(image, **kwargs)
-
-
-def test_a_plan_with_experts_this_model_lacks_is_refused(restorer):
-    plan = restorer.plan(smooth_rgb(32))
-    foreign = dataclasses.replace(plan, routes=[5] * 8)  # e.g. from a model with six experts per stage
-    with pytest.raises(ValueError, match=r"\[0, 2\]"):
-        restorer.restore(smooth_rgb(32), plan=foreign)
 
 
 # -- building restorers -------------------------------------------------------------------------------
@@ -481,34 +329,11 @@ def test_device_resolution():
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("gpu")
     restorer = Restorer(SLERIR(load_config("tiny")))
-    assert restorer.autocast == native_bf16(restorer.device)  # bf16 where the hardware computes it natively
-    assert not Restorer(SLERIR(load_config("tiny")), autocast=False).autocast
-
-
-# -- options are integers, devices exist -------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "routes",
-    [[1.5] + [0] * 7, [True] * 8, [0.0] * 8, np.zeros(8), torch.zeros(8), "01201201", 3],
-)
-def test_routes_that_are_not_integers_are_type_errors(restorer, routes):
-    with pytest.raises(TypeError, match=r"integer|sequence"):
-        restorer.restore(np.zeros((8, 8), np.uint8), routes=routes)
-
-
-def test_integer_routes_of_any_kind_are_taken(restorer):
-    for routes in (
-        [0, 1, 2, 0, 1, 2, 0, 1],
-        np.array([0, 1, 2, 0, 1, 2, 0, 1]),
-        torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
-    ):
-        assert restorer.resolve_options(routes=routes).routes == [0, 1, 2, 0, 1, 2, 0, 1]
-
-
-def test_a_route_list_of_the_wrong_length_says_how_many_it_got(restorer):
-    with pytest.raises(ValueError, match=r"routes need 8 expert indices \(.*\), got 2: \[1, 3\]$"):
-        restorer.restore(np.zeros((8, 8), np.uint8), routes=[1, 3])
+    assert restorer.precision == "auto" and restorer.bf16 == native_bf16(restorer.device)  # where it is native
+    assert not Restorer(SLERIR(load_config("tiny")), precision="fp32").bf16
+    assert Restorer(SLERIR(load_config("tiny")), precision="bf16").bf16
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
+        Restorer(SLERIR(load_config("tiny")), precision="fp16")
 
 
 @pytest.mark.parametrize(
@@ -577,7 +402,7 @@ def test_microscopy_channels_are_restored_each_on_its_own(restorer, shape, axes)
 
 def test_colour_is_used_when_asked_for_or_for_8_bit_pictures(restorer, monkeypatch):
     backbone = Spy(monkeypatch, restorer.model, "restore_features")
-    restorer.restore(_u16((32, 40, 3)), channels="rgb", tile=0)
+    restorer.restore(u16((32, 40, 3)), channels="rgb", tile=0)
     restorer.restore((smooth_rgb(32) * 255).astype(np.uint8), tile=0)
     restorer.restore(smooth_rgb(32), tile=0)  # float: channels, unless said to be colour
     assert len(backbone.calls) == 1 + 1 + 3
@@ -586,7 +411,7 @@ def test_colour_is_used_when_asked_for_or_for_8_bit_pictures(restorer, monkeypat
 # -- a broken network never yields a plausible image ------------------------------------------------
 
 
-@pytest.mark.parametrize("image", [np.full((16, 16, 3), 100, np.uint8), smooth_rgb(16), _u16((16, 16))])
+@pytest.mark.parametrize("image", [np.full((16, 16, 3), 100, np.uint8), smooth_rgb(16), u16((16, 16))])
 def test_a_network_that_outputs_nan_raises_instead_of_returning_zeros(image):
     torch.manual_seed(0)
     model = SLERIR(load_config("tiny"))

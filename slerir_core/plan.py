@@ -1,0 +1,256 @@
+"""Planning: what the analysis of an image decides once, before any tile is restored.
+
+``Restorer.plan`` analyses a whole 2-D image once: routes for the eight stages, routing probabilities, the
+degradation map of the 4x4 crops, the task label when the model has task prototypes, and the GLGF prior
+(a ``Plan``). Images larger than ``PLAN_SIDE`` are first block-averaged down to it, strip by strip
+(``planning_view``: the extractors see 32-224 px views anyway), so planning a 4k image never holds a float
+copy of it; the router then reads windows of the image at full resolution (``routing_mosaic``), where noise
+grain and blur show at their own size.
+
+Stacks (any leading axes: T, Z, ...) are planned one 2-D image at a time, or once per channel group on the
+*middle slice* whose plan the whole stack shares (``PlanChooser``). The middle slice, not a max or mean
+projection, because a projection averages the noise away (or, for the max, biases it) and would misinform
+the router about the very degradation it must detect.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from slerir_core.config import STAGES
+from slerir_core.io.layout import Layout
+from slerir_core.io.scaling import Scaling
+from slerir_core.model.extractors import window_starts
+from slerir_core.model.slerir import routes_tensor
+
+if TYPE_CHECKING:
+    from slerir_core.restore import RestoreOptions, Restorer
+
+PLAN_SIDE = 1024
+"""Longest side of the view a plan is computed on (the extractors see 32-224 px views anyway)."""
+
+
+def as_integer(what: str, value: Any) -> int:
+    """``value`` as an int; floats (even 2.0), bools and strings are refused rather than truncated or cast.
+
+    Raises:
+        TypeError: naming ``what``.
+    """
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise TypeError(f"{what} must be an integer, not a bool ({value!r})")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an integer, not {type(value).__name__} {value!r}") from None
+
+
+def check_routes(routes: Sequence[int], num_experts: int) -> list[int]:
+    """Validate manual routes for one image: one expert index in ``[0, num_experts)`` per routed stage.
+
+    Raises:
+        TypeError: not a sequence, or an entry that is not an integer (``1.5``, ``True``).
+        ValueError: wrong length or an index out of range.
+    """
+    if isinstance(routes, (str, bytes)) or not hasattr(routes, "__len__"):
+        raise TypeError(f"routes must be a sequence of {len(STAGES)} integers, not {type(routes).__name__}")
+    routes = [as_integer("each route", r) for r in routes]
+    if len(routes) != len(STAGES):
+        raise ValueError(f"routes need {len(STAGES)} expert indices ({', '.join(STAGES)}), got {len(routes)}: {routes}")
+    return routes_tensor(routes, 1, num_experts)[0].tolist()
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """What the analysis of one image decided, reused for each of its tiles.
+
+    Attributes:
+        routes: expert index for each of the eight routed stages.
+        probs: (8, C) routing probabilities.
+        degradation_map: (C, g, g) soft assignment of each of the g x g crops to the experts' centres.
+        prior: (1, P, h, w) GLGF prior over the whole image; ``None`` when the model has no GLGF.
+        label: most likely training task (``config.tasks``) when the model has task prototypes, else None.
+        confidence: that task's probability.
+        task_probs: every task's probability.
+        task_map: (T, g, g) task probabilities of each crop, when the model has task prototypes.
+        source: what the plan was computed on (``"image"``, ``"Z=12"``, ...).
+        manual_routes: the routes were set by hand, not by the router.
+    """
+
+    routes: list[int]
+    probs: np.ndarray
+    degradation_map: np.ndarray
+    prior: torch.Tensor | None = None
+    label: str | None = None
+    confidence: float | None = None
+    task_probs: dict[str, float] = field(default_factory=dict)
+    task_map: np.ndarray | None = None
+    source: str = "image"
+    manual_routes: bool = False
+
+    @classmethod
+    def from_analysis(cls, info: dict[str, torch.Tensor], source: str, tasks: Sequence[str]) -> Plan:
+        """The plan of one image from ``SLERIR.analyse`` output for a batch of one.
+
+        Args:
+            info: the analysis.
+            source: what it was computed on.
+            tasks: the names of the model's trained task prototypes; empty when it has none (no label).
+        """
+
+        def numpy(key: str) -> np.ndarray:
+            return info[key][0].float().cpu().numpy()
+
+        label, confidence, task_probs, task_map = None, None, {}, None
+        if "task_probs" in info and tasks:
+            probs = numpy("task_probs")
+            task_probs = {name: float(p) for name, p in zip(tasks, probs, strict=True)}
+            label, confidence = tasks[int(probs.argmax())], float(probs.max())
+            task_map = numpy("task_map") if "task_map" in info else None
+        prior = info.get("prior")
+        return cls(
+            routes=[int(r) for r in info["routes"][0].tolist()],
+            probs=numpy("probs"),
+            degradation_map=numpy("degradation_map"),
+            prior=None if prior is None else prior.float(),
+            label=label,
+            confidence=confidence,
+            task_probs=task_probs,
+            task_map=task_map,
+            source=source,
+        )
+
+    @property
+    def num_experts(self) -> int:
+        """C, the experts per stage of the model that made the plan."""
+        return int(self.probs.shape[-1])
+
+    @property
+    def expert_map(self) -> np.ndarray:
+        """(g, g) the most likely expert of each crop."""
+        return self.degradation_map.argmax(axis=0)
+
+    def with_routes(self, routes: Sequence[int]) -> Plan:
+        """The same plan with manual routes (validated); prior and maps are kept.
+
+        Raises:
+            ValueError: wrong length or an expert index out of range.
+        """
+        return replace(self, routes=check_routes(routes, self.num_experts), manual_routes=True)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description (everything but the prior)."""
+        return {
+            "source": self.source,
+            "routes": list(self.routes),
+            "manual_routes": self.manual_routes,
+            "stages": list(STAGES),
+            "probs": np.round(self.probs, 4).tolist(),
+            "label": self.label,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "task_probs": {k: round(v, 4) for k, v in self.task_probs.items()},
+            "degradation_map": np.round(self.degradation_map, 4).tolist(),
+            "expert_map": self.expert_map.tolist(),
+            "task_map": None if self.task_map is None else np.round(self.task_map, 4).tolist(),
+        }
+
+
+def middle_index(shape: Sequence[int]) -> tuple[int, ...]:
+    """Index of the middle element along each axis (the middle slice of a stack)."""
+    return tuple(n // 2 for n in shape)
+
+
+def planning_view(plane: Any, scaling: Scaling, group: tuple[int, int], side: int = PLAN_SIDE) -> np.ndarray:
+    """Channels ``group`` of a 2-D image as float32 in [0, 1], block-averaged so neither side exceeds ``side``.
+
+    Works strip by strip, so a large image is never copied to float whole. A dask plane is read here.
+    """
+    height, width = plane.shape[:2]
+    fy, fx = math.ceil(height / side), math.ceil(width / side)
+    if fy == fx == 1:
+        return scaling.to_unit(np.asarray(plane), group)
+    h, w = height // fy, width // fx  # the last < fy rows and < fx columns are left out
+    out = np.empty((h, w, group[1] - group[0]), np.float32)
+    rows = max(1, 64 // fy) * fy
+    for r0 in range(0, h * fy, rows):
+        r1 = min(r0 + rows, h * fy)
+        strip = scaling.to_unit(np.asarray(plane[r0:r1, : w * fx]), group)
+        out[r0 // fy : r1 // fy] = strip.reshape((r1 - r0) // fy, fy, w, fx, -1).mean(axis=(1, 3))
+    return out
+
+
+def routing_mosaic(plane: Any, scaling: Scaling, group: tuple[int, int], window: tuple[int, int]) -> np.ndarray:
+    """The windows the router reads of a 2-D image (``SLERIR.degradation_embedding``), cut at full resolution
+    and laid side by side, as float32 in [0, 1]: cut into windows again, the mosaic gives back the same ones.
+
+    For an image planned on a reduced view (``planning_view``), whose block averages would show noise grain
+    and blur at a fraction of their size. A dask plane is read window by window.
+    """
+    (h, w), (wh, ww) = plane.shape[:2], window
+    lh, lw = min(h, wh), min(w, ww)
+    return np.concatenate(
+        [
+            np.concatenate(
+                [scaling.to_unit(np.asarray(plane[y : y + lh, x : x + lw]), group) for x in window_starts(w, ww)],
+                axis=1,
+            )
+            for y in window_starts(h, wh)
+        ],
+        axis=0,
+    )
+
+
+class PlanChooser:
+    """Hands out the plan of each 2-D image: the given one, one per channel group, or one per image.
+
+    Args:
+        restorer: plans the images.
+        layout, canon, scaling: the input's layout, canonical ``(stack..., Y, X, C)`` view and value scaling.
+        opts: the resolved options: ``plan``, ``routes``, ``plan_per`` and ``on_plan`` are read.
+    """
+
+    def __init__(self, restorer: Restorer, layout: Layout, canon: Any, scaling: Scaling, opts: RestoreOptions) -> None:
+        self.restorer, self.layout, self.canon, self.scaling = restorer, layout, canon, scaling
+        plan, routes = opts.plan, opts.routes
+        if plan is not None and routes is None:
+            # A plan made by another model (more experts) would index past this model's experts.
+            check_routes(plan.routes, restorer.config.num_experts)
+        self.given = plan if routes is None or plan is None else plan.with_routes(routes)
+        self.opts = opts
+        self.cache: dict[Any, Plan] = {}
+
+    def get(self, index: tuple[int, ...], group: int) -> Plan:
+        """The plan of the 2-D image at stack ``index``, channel group ``group`` (planned on first use)."""
+        if self.given is not None:
+            key: Any = "given"
+        elif self.opts.plan_per == "stack":
+            key, index = group, middle_index(self.layout.stack_shape)
+        else:
+            key = (index, group)
+            self.cache.clear()  # one image at a time: do not keep every slice's prior alive
+        if key in self.cache:
+            return self.cache[key]
+        plan = self.given
+        if plan is None:
+            plane = self.canon[index]
+            plan = self.restorer.plan_plane(
+                plane, self.scaling, self.layout.groups[group], self.layout.describe(index, group)
+            )
+            plan = plan if self.opts.routes is None else plan.with_routes(self.opts.routes)
+        self.cache[key] = plan
+        if self.opts.on_plan is not None:
+            self.opts.on_plan(self._applies_to(key, index, group), plan)
+        return plan
+
+    def _applies_to(self, key: Any, index: tuple[int, ...], group: int) -> str:
+        if isinstance(key, tuple):
+            return self.layout.describe(index, group)
+        if key == "given" or len(self.layout.groups) == 1:
+            return "all"
+        return f"C={self.layout.groups[group][0]}"
