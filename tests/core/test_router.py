@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from sync_guard import forbid_host_syncs
 
 from slerir_core.config import ClusteringConfig
 from slerir_core.model.router import Router, min_pairwise_angle, sinkhorn, spherical_code, target_anchors
-from sync_guard import forbid_host_syncs
 
 
 @pytest.mark.parametrize(("n", "dim"), [(2, 4), (3, 16), (4, 3), (5, 64)])
