@@ -79,8 +79,10 @@ class ModelConfig:
         soft_gradients: in soft routing (training stage 1), which experts learn from a sample: ``argmax``
             (§4.1: only the chosen one; the others' outputs count in the mix but are detached) or ``all``
             (§3.2: every expert, in proportion to its probability).
-        soft_skip: in soft routing, an unchosen expert whose probability for a sample is below this does
-            not run for it; its term in the mix is dropped (at most ``soft_skip`` of the mass per expert).
+        soft_skip: in soft routing on a CPU, an unchosen expert whose probability for a sample is below this
+            does not run for it; its term in the mix is dropped (at most ``soft_skip`` of the mass per expert).
+            Which samples remain is read back to the host, free on a CPU; elsewhere every expert runs, so
+            that a GPU never waits for the host and its shapes stay fixed.
         hc_margin: lambda of the hyperspherical contrastive loss (Eq. 9).
         hc_alpha: weight of that loss in stage 1 (Eq. 10).
         route_alpha: weight, in stage 1, of a routing-consistency term: cross-entropy between each stage's

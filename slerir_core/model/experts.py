@@ -14,8 +14,8 @@ Every sample reads its own expert's weights by index (``grouped_forward``): one 
 batch, on the routed kernels on a GPU and their PyTorch twins elsewhere. Nothing is read back to the host and
 every shape is fixed by the batch, whatever the routes: a GPU never waits for the host to learn how many
 samples chose an expert, and no new convolution shape appears when the mix of routes changes. A batch of
-one runs its expert's own modules with the gathered weights (the same ops and memory layouts as a plain
-expert: at 512² on a 2-core CPU the batched matrix products of the grouped ops took 1.5x to 2x longer).
+one runs plain convolutions with its expert's gathered weights, the ops and memory layouts of the expert's
+own modules: at 512² on a 2-core CPU the batched products of the grouped ops took 1.5x to 2x longer.
 
 Soft routing on a CPU with ``skip_below > 0`` is the one exception: there an unchosen expert whose
 probability for a sample is below ``skip_below`` does not run for it, which needs the shapes of the samples
@@ -148,9 +148,8 @@ def grouped_forward(
     """Run a batch through per-sample experts at once: sample b uses ``experts[routes[b]]``.
 
     Every projection, depthwise convolution, normalisation and attention is one call over the whole
-    batch, with each sample reading its expert's weights by index (the routed kernels on a GPU). A batch of
-    one runs the expert's own modules with its gathered weights. The result equals running each group of
-    samples through its expert; no value is read back to the host.
+    batch, with each sample reading its expert's weights by index (the routed kernels on a GPU). The result
+    equals running each group of samples through its expert; no value is read back to the host.
 
     Args:
         experts: identical-shape expert stacks (``make_expert``).
@@ -159,9 +158,6 @@ def grouped_forward(
         weights: ``stack_experts(experts)``, when the caller reuses it; stacked here otherwise.
     """
     weights = stack_experts(experts) if weights is None else weights
-    if x.shape[0] == 1:
-        own = {name: w.index_select(0, routes)[0] for name, w in weights.items()}
-        return torch.func.functional_call(experts[0], own, (x,))
     for depth, block in enumerate(experts[0]):
         x = _grouped_block(block, weights, f"{depth}.", x, routes)
     return x
@@ -185,15 +181,29 @@ def _grouped_block(
         normed = F.layer_norm(h.permute(0, 2, 3, 1), h.shape[1:2], eps=1e-5).permute(0, 3, 1, 2)
         return torch.addcmul(per_pixel(f"{name}.bias"), normed, per_pixel(f"{name}.weight"))
 
-    def conv(name: str, h: torch.Tensor) -> torch.Tensor:
+    # A batch of one takes plain convolutions with its expert's weights: they keep the channels_last maps
+    # oneDNN runs fastest, which the batched products of the routed ops copy to NCHW.
+    single = x.shape[0] == 1
+
+    def conv(name: str, h: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
         weight, bias = weights[f"{prefix}{name}.weight"], weights.get(f"{prefix}{name}.bias")
-        if weight.shape[-1] == 3:
-            return routed_depthwise3x3(h, weight, routes, bias)
-        return routed_pointwise(h, weight, routes, bias)
+        if rows is not None:
+            weight, bias = weight[:, rows], None if bias is None else bias[:, rows]
+        depthwise = weight.shape[-1] == 3
+        if single:
+            own = weight.index_select(0, routes)[0]
+            own_bias = None if bias is None else bias.index_select(0, routes)[0]
+            return F.conv2d(h, own, own_bias, padding=1 if depthwise else 0, groups=h.shape[1] if depthwise else 1)
+        return (routed_depthwise3x3 if depthwise else routed_pointwise)(h, weight, routes, bias)
 
     heads = block.attn.heads
     q, k, v = conv("attn.qkv_dw", conv("attn.qkv", norm("norm1", x))).chunk(3, dim=1)
     out = transposed_attention(to_heads(q, heads), to_heads(k, heads), to_heads(v, heads), w("attn.temperature"))
     x = x + conv("attn.proj", from_heads(out, *x.shape[-2:]))
-    a, g = conv("ffn.dw", conv("ffn.project_in", norm("norm2", x))).chunk(2, dim=1)
+    h = norm("norm2", x)
+    if single:  # in halves, as GDFN does: GELU and the product ran 2.6x slower on the halves of one map
+        hidden = block.ffn.project_out.in_channels
+        a, g = (conv("ffn.dw", conv("ffn.project_in", h, rows), rows) for rows in (slice(hidden), slice(hidden, None)))
+    else:
+        a, g = conv("ffn.dw", conv("ffn.project_in", h)).chunk(2, dim=1)
     return x + conv("ffn.project_out", F.gelu(a) * g)
