@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.rand(args.batch, 3, args.crop, args.crop, generator=generator)
     experts = model.config.num_experts
     mixed = torch.randint(0, experts, (args.batch, len(STAGES)), generator=generator)
-    rows = {"random route per sample": mixed, "one route for the batch": mixed[:1].expand(args.batch, -1)}
+    rows = {"random route per sample": mixed, "one route for the batch": mixed[:1].repeat(args.batch, 1)}
     count_step(model, x, rows["random route per sample"])  # warm-up: lazy initialisation dispatches ops once
     what = f"{args.config}, {args.batch} crops of {args.crop}², fp32 eager on the CPU"
     print(f"stage-2 step, {what}: dispatched aten ops")
