@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -72,15 +72,17 @@ class ModelConfig:
         decoder_blocks: blocks of dec3, dec2, dec1.
         heads: attention heads at levels 1-4 (dec1 and refine use level 1's).
         num_experts: C, experts per routed stage.
-        routing_dim: d, dimension of each layer's routing vector on the unit sphere.
+        routing_dim: d, dimension of each stage's routing vector on the unit sphere.
         router_temperature: tau in softmax(cos / tau).
-        per_layer_centres: one set of expert centres per stage (each clustered on its own stage's routing
+        per_stage_centres: one set of expert centres per stage (each clustered on its own stage's routing
             vectors) instead of the one shared set of Eq. 2.
         soft_gradients: in soft routing (training stage 1), which experts learn from a sample: ``argmax``
             (§4.1: only the chosen one; the others' outputs count in the mix but are detached) or ``all``
             (§3.2: every expert, in proportion to its probability).
-        soft_skip: in soft routing, an unchosen expert whose probability for a sample is below this does
-            not run for it; its term in the mix is dropped (at most ``soft_skip`` of the mass per expert).
+        soft_skip: in soft routing on a CPU, an unchosen expert whose probability for a sample is below this
+            does not run for it; its term in the mix is dropped (at most ``soft_skip`` of the mass per expert).
+            Which samples remain is read back to the host, free on a CPU; elsewhere every expert runs, so
+            that a GPU never waits for the host and its shapes stay fixed.
         hc_margin: lambda of the hyperspherical contrastive loss (Eq. 9).
         hc_alpha: weight of that loss in stage 1 (Eq. 10).
         route_alpha: weight, in stage 1, of a routing-consistency term: cross-entropy between each stage's
@@ -109,7 +111,7 @@ class ModelConfig:
     routing_dim: int = 64
     router_hidden: int = 512
     router_temperature: float = 0.1
-    per_layer_centres: bool = False
+    per_stage_centres: bool = False
     soft_gradients: str = "argmax"
     soft_skip: float = 0.0
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
@@ -123,6 +125,9 @@ class ModelConfig:
     tasks: tuple[str, ...] = ()
     tile: int = 512
     overlap: int = 64
+
+    FORMER_NAMES: ClassVar[dict[str, str]] = {"per_layer_centres": "per_stage_centres"}
+    """Keys renamed since weights files were first written: ``from_dict`` reads them under their new names."""
 
     def __post_init__(self) -> None:
         require(self.in_channels == 3, "in_channels must be 3 (grey and multi-channel data are mapped to RGB)")
@@ -238,6 +243,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
     Raises:
         ConfigError: naming the offending key.
     """
+    data = with_current_names(cls, data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -250,6 +256,20 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
         raise ConfigError(f"{where}: {err}") from None
     except TypeError as err:  # a required key is missing
         raise ConfigError(f"{where}: {err}") from None
+
+
+def with_current_names(cls: type, data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with the keys ``cls.FORMER_NAMES`` lists under their current names.
+
+    A former name wins over the current one: an override written with the old name (``--set
+    model.per_layer_centres=true`` on a resolved config, which holds the new name) still applies.
+    """
+    former = getattr(cls, "FORMER_NAMES", {})
+    if not former.keys() & data.keys():
+        return data
+    current = {key: value for key, value in data.items() if key not in former}
+    current.update({former[key]: value for key, value in data.items() if key in former})
+    return current
 
 
 def read_yaml(name_or_path: str | Path, search_dir: Path = CONFIG_DIR) -> tuple[dict[str, Any], str]:

@@ -6,11 +6,12 @@ import torch
 
 
 def hyperspherical_contrastive_loss(f: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
-    """Eq. 9 averaged over layers: ``max(E_N[S] - E_P[S] + margin, 0)``.
+    """Eq. 9 averaged over the routed stages: ``max(E_N[S] - E_P[S] + margin, 0)``.
 
-    ``S_ij = f_i . f_j`` is the cosine of two unit routing vectors of one layer; positives are pairs of
+    ``S_ij = f_i . f_j`` is the cosine of two unit routing vectors of one stage; positives are pairs of
     distinct samples with the same degradation label, negatives pairs with different labels. A batch
-    without positive or without negative pairs gives no signal for that term, so it counts as 0.
+    without positive or without negative pairs gives no signal for that term, so it counts as 0 (decided
+    on the device: nothing is read back to the host).
 
     Args:
         f: (B, K, d) unit routing vectors.
@@ -24,11 +25,11 @@ def hyperspherical_contrastive_loss(f: torch.Tensor, labels: torch.Tensor, margi
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     pos, neg = (same & ~eye).to(sim.dtype), (~same).to(sim.dtype)
-    if pos.sum() == 0 or neg.sum() == 0:
-        return sim.sum() * 0.0
-    mean_pos = (sim * pos).sum(dim=(1, 2)) / pos.sum()
-    mean_neg = (sim * neg).sum(dim=(1, 2)) / neg.sum()
-    return torch.relu(mean_neg - mean_pos + margin).mean()
+    pairs_pos, pairs_neg = pos.sum(), neg.sum()
+    mean_pos = (sim * pos).sum(dim=(1, 2)) / pairs_pos.clamp_min(1)
+    mean_neg = (sim * neg).sum(dim=(1, 2)) / pairs_neg.clamp_min(1)
+    signal = (pairs_pos > 0) & (pairs_neg > 0)
+    return torch.relu(mean_neg - mean_pos + margin).mean() * signal
 
 
 def routing_consistency_loss(probs: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -41,13 +42,13 @@ def routing_consistency_loss(probs: torch.Tensor, labels: torch.Tensor, targets:
             assignment yet (its samples give no signal).
 
     Returns:
-        A scalar tensor.
+        A scalar tensor: the mean over the (sample, stage) pairs with a target, 0 where none has one.
     """
     wanted = targets[labels].flatten()
-    if not bool((wanted >= 0).any()):
-        return probs.sum() * 0.0
+    assigned = (wanted >= 0).float()
     log_p = torch.log(probs.float().clamp_min(1e-8)).flatten(0, 1)
-    return torch.nn.functional.nll_loss(log_p, wanted, ignore_index=-1)
+    picked = log_p.gather(1, wanted.clamp_min(0)[:, None]).squeeze(1)
+    return -(picked * assigned).sum() / assigned.sum().clamp_min(1)
 
 
 def restoration_loss(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

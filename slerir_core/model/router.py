@@ -1,4 +1,4 @@
-"""Spherical layer-wise router (SLER-IR §3.2-3.3) and its expert centres.
+"""Spherical stage-wise router (SLER-IR §3.2-3.3; the paper's "layer-wise") and its expert centres.
 
 ``f = L2(MLP(CLS))`` gives one unit routing vector per routed stage; each is compared with the expert
 centres by cosine similarity, and ``softmax(cos / tau)`` gives the stage's expert probabilities. The
@@ -88,50 +88,50 @@ class Router(nn.Module):
 
     Args:
         in_dim: width of the degradation extractor's CLS embedding.
-        num_layers: K, routed stages.
+        num_stages: K, routed stages.
         num_experts: C, experts per stage (and centres).
         routing_dim: d.
         hidden: width of the MLP.
         temperature: tau of the softmax over cosine similarities.
-        per_layer_centres: one set of centres per stage instead of one shared set (Eq. 2 shares them).
+        per_stage_centres: one set of centres per stage instead of one shared set (Eq. 2 shares them).
         clustering: settings of the centre update.
     """
 
     def __init__(
         self,
         in_dim: int,
-        num_layers: int,
+        num_stages: int,
         num_experts: int,
         routing_dim: int,
         hidden: int,
         temperature: float,
-        per_layer_centres: bool = False,
+        per_stage_centres: bool = False,
         clustering: ClusteringConfig | None = None,
     ) -> None:
         super().__init__()
-        self.num_layers, self.num_experts, self.routing_dim = num_layers, num_experts, routing_dim
+        self.num_stages, self.num_experts, self.routing_dim = num_stages, num_experts, routing_dim
         self.temperature = temperature
         self.clustering = clustering or ClusteringConfig()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, num_layers * routing_dim))
-        sets = num_layers if per_layer_centres else 1
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, num_stages * routing_dim))
+        sets = num_stages if per_stage_centres else 1
         centres = torch.stack([spherical_code(num_experts, routing_dim) for _ in range(sets)])
         self.register_buffer("centres", centres)  # (sets, C, d), unit rows
         # One bank per stage: pooled, the stages' vectors form one cloud per stage, and balanced clustering
         # of that pool splits it by stage, so that within a stage every degradation meets the same centre.
-        self.register_buffer("bank", torch.zeros(num_layers, self.clustering.bank_size, routing_dim))
+        self.register_buffer("bank", torch.zeros(num_stages, self.clustering.bank_size, routing_dim))
         self.register_buffer("bank_filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("bank_pos", torch.zeros((), dtype=torch.long))
 
     def embed(self, cls: torch.Tensor) -> torch.Tensor:
         """(B, in_dim) -> (B, K, d) routing vectors, each row on the unit sphere."""
-        f = self.mlp(cls).reshape(cls.shape[0], self.num_layers, self.routing_dim)
+        f = self.mlp(cls).reshape(cls.shape[0], self.num_stages, self.routing_dim)
         return F.normalize(f.float(), dim=-1)
 
     def probabilities(self, f: torch.Tensor) -> torch.Tensor:
         """(B, K, d) unit vectors -> (B, K, C) expert probabilities, softmax(cos / tau) per stage, in float32
         also under autocast: bf16 cosines would round close routing decisions."""
         with torch.autocast(f.device.type, enabled=False):
-            cos = torch.einsum("bkd,kcd->bkc", f.float(), self.centres.expand(self.num_layers, -1, -1).float())
+            cos = torch.einsum("bkd,kcd->bkc", f.float(), self.centres.expand(self.num_stages, -1, -1).float())
             return torch.softmax(cos / self.temperature, dim=-1)
 
     def forward(self, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,9 +171,9 @@ class Router(nn.Module):
             return targets.to(prototypes.device)
         capacity = math.ceil(len(seen) / self.num_experts)
         protos = F.normalize(prototypes[seen].float(), dim=-1).transpose(0, 1)  # (K, T', d)
-        scores = (protos @ self.centres.expand(self.num_layers, -1, -1).transpose(1, 2)).cpu()  # (K, T', C)
+        scores = (protos @ self.centres.expand(self.num_stages, -1, -1).transpose(1, 2)).cpu()  # (K, T', C)
         paths: list[tuple[int, ...]] = [() for _ in seen]
-        for k in range(self.num_layers):
+        for k in range(self.num_stages):
             experts = _assign_stage(scores[k], paths, capacity)
             targets[seen, k] = torch.tensor(experts)
             paths = [(*path, e) for path, e in zip(paths, experts, strict=True)]
@@ -181,7 +181,11 @@ class Router(nn.Module):
 
     @torch.no_grad()
     def update_centres(
-        self, f: torch.Tensor, generator: torch.Generator | None = None, anchors: torch.Tensor | None = None
+        self,
+        f: torch.Tensor,
+        generator: torch.Generator | None = None,
+        anchors: torch.Tensor | None = None,
+        stats: bool = True,
     ) -> dict[str, float]:
         """Monte-Carlo-regularised uniform clustering of the centres on a batch of routing vectors.
 
@@ -189,31 +193,29 @@ class Router(nn.Module):
         the centres with equal mass per centre (Sinkhorn), so that every stage spreads its vectors over
         all experts. Each centre moves by EMA toward the normalised mean of its share (of its own stage
         with per-stage centres, of all stages with shared ones), and a repulsion step pushes the closest
-        centres apart.
+        centres apart. The update reads nothing back to the host, so a GPU never waits for it; only the
+        statistics do (``centre_stats``), and only with ``stats``.
 
         Args:
             f: (B, K, d) routing vectors (gradients are ignored).
-            generator: random source for the Monte-Carlo sample.
+            generator: random source for the Monte-Carlo sample; one on the bank's device saves a copy.
             anchors: (K, C, d) where each centre should move instead of its balanced share
                 (``target_anchors``); zero rows keep the balanced share.
+            stats: also return ``centre_stats()`` (host reads).
 
         Returns:
-            The minimum inter-centre angle (degrees) and, per stage, each expert's share of the sample
-            under argmax routing (``load_<k>_<j>``), and the smallest such share (``min_load``).
+            ``centre_stats()`` with ``stats``, otherwise an empty dict.
         """
         cfg = self.clustering
         vectors = F.normalize(f.detach().float(), dim=-1).transpose(0, 1)[:, -cfg.bank_size :]  # (K, n, d)
         n = vectors.shape[1]
-        pos = int(self.bank_pos)
-        idx = (pos + torch.arange(n, device=vectors.device)) % cfg.bank_size
-        self.bank[:, idx] = vectors
-        self.bank_pos.fill_((pos + n) % cfg.bank_size)
-        self.bank_filled.fill_(min(int(self.bank_filled) + n, cfg.bank_size))
+        slots = (self.bank_pos + torch.arange(n, device=self.bank.device)) % cfg.bank_size
+        self.bank.index_copy_(1, slots, vectors)
+        self.bank_pos.copy_((self.bank_pos + n) % cfg.bank_size)
+        self.bank_filled.copy_((self.bank_filled + n).clamp(max=cfg.bank_size))
 
-        filled = int(self.bank_filled)
-        pick = torch.randperm(filled, generator=generator, device="cpu")[: cfg.sample_size].to(self.bank.device)
-        sample = self.bank[:, pick]  # (K, S, d)
-        centres = self.centres.expand(self.num_layers, -1, -1)
+        sample = self.bank[:, self._sample_slots(generator)]  # (K, S, d)
+        centres = self.centres.expand(self.num_stages, -1, -1)
         scores = sample @ centres.transpose(1, 2)  # (K, S, C)
         assign = torch.stack([sinkhorn(s, cfg.sinkhorn_eps, cfg.sinkhorn_iters) for s in scores])
         sums = assign.transpose(1, 2) @ sample  # (K, C, d): each centre's share of each stage
@@ -225,11 +227,40 @@ class Router(nn.Module):
         means = F.normalize(sums, dim=-1)
         moved = F.normalize(cfg.momentum * self.centres + (1 - cfg.momentum) * means, dim=-1)
         self.centres.copy_(torch.stack([repel(c, cfg.repulsion) for c in moved]))
-        load = F.one_hot(scores.argmax(dim=-1), self.num_experts).float().mean(dim=1)  # (K, C)
-        stats = {"min_centre_angle": min(min_pairwise_angle(c) for c in self.centres), "min_load": float(load.min())}
-        stats.update(
-            {f"load_{k}_{j}": float(load[k, j]) for k in range(self.num_layers) for j in range(self.num_experts)}
-        )
+        return self.centre_stats() if stats else {}
+
+    def _sample_slots(self, generator: torch.Generator | None) -> torch.Tensor:
+        """``sample_size`` bank slots drawn without replacement from the filled ones.
+
+        Random keys order the slots, the filled ones first, and the sample takes the first of them; while
+        fewer slots are filled than the sample holds, it goes round the filled ones again. The count of
+        filled slots stays on the device: the sample's shape is fixed and nothing is read back.
+        """
+        size = self.clustering.bank_size
+        device = self.bank.device
+        slots = torch.arange(size, device=device)
+        keys = torch.rand(size, generator=generator, device=generator.device if generator else device)
+        order = (keys.to(device, non_blocking=True) + (slots >= self.bank_filled)).argsort()
+        return order[slots[: min(self.clustering.sample_size, size)] % self.bank_filled]
+
+    @torch.no_grad()
+    def centre_stats(self) -> dict[str, float]:
+        """Where the centres stand: the smallest angle between two of them and how each stage's bank of routing
+        vectors spreads over them. Reads values back to the host: for logging, not for every step.
+
+        Returns:
+            ``min_centre_angle`` (degrees), each expert's share of its stage's bank under argmax routing
+            (``load_<k>_<j>``) and the smallest such share (``min_load``).
+        """
+        size = self.clustering.bank_size
+        filled = (torch.arange(size, device=self.bank.device) < self.bank_filled).float()  # (N,)
+        centres = self.centres.expand(self.num_stages, -1, -1)
+        nearest = (self.bank @ centres.transpose(1, 2)).argmax(dim=-1)  # (K, N)
+        hits = (nearest[..., None] == torch.arange(self.num_experts, device=nearest.device)).float()
+        load = (hits * filled[:, None]).sum(dim=1) / filled.sum().clamp_min(1)  # (K, C)
+        table = load.tolist()
+        stats = {"min_centre_angle": min(min_pairwise_angle(c) for c in self.centres), "min_load": min(map(min, table))}
+        stats.update({f"load_{k}_{j}": share for k, row in enumerate(table) for j, share in enumerate(row)})
         return stats
 
 
@@ -252,7 +283,8 @@ def target_anchors(prototypes: torch.Tensor, targets: torch.Tensor, num_experts:
     Returns:
         (K, C, d) unit vectors, zero for an expert no task targets at a stage.
     """
-    weights = F.one_hot(targets.clamp_min(0), num_experts).float() * (targets >= 0).unsqueeze(-1).float()
+    # Compared with every index rather than one_hot, which checks the indices' range on the host.
+    weights = (targets.unsqueeze(-1) == torch.arange(num_experts, device=targets.device)).float()
     sums = torch.einsum("tkc,tkd->kcd", weights, F.normalize(prototypes.float(), dim=-1))
     return F.normalize(sums, dim=-1)
 

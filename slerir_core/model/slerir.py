@@ -76,7 +76,7 @@ class SLERIR(nn.Module):
             c.routing_dim,
             c.router_hidden,
             c.router_temperature,
-            c.per_layer_centres,
+            c.per_stage_centres,
             c.clustering,
         )
         # Mean routing vector of each training task, for the degradation label; zero until training sets it.

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
+import yaml
 
+import slerir_core
+from slerir_core.checkpoint import load_model, read_metadata
 from slerir_core.config import STAGES, list_configs, load_config
 from slerir_core.errors import ConfigError
 
@@ -64,3 +69,23 @@ def test_yaml_file_errors(tmp_path):
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         load_config("tiny").dim = 3
+
+
+def test_former_key_names_still_load(tmp_path):
+    """``per_layer_centres`` is now ``per_stage_centres``: YAML files and weights files that name it the old
+    way load with the same meaning, and an override under the old name wins over the resolved new one."""
+    path = tmp_path / "old.yaml"
+    data = load_config("tiny").to_dict()
+    del data["per_stage_centres"]
+    path.write_text(yaml.safe_dump({**data, "per_layer_centres": True}))
+    assert load_config(path).per_stage_centres is True
+    assert load_config({**load_config("tiny").to_dict(), "per_layer_centres": True}).per_stage_centres is True
+    assert "per_layer_centres" not in load_config(path).to_dict()
+
+
+def test_shipped_weights_written_with_the_former_key_load():
+    weights = Path(slerir_core.__file__).parent / "weights" / "slerir-compact.safetensors"
+    stored = json.loads(read_metadata(weights)["config"])
+    assert stored["per_layer_centres"] is True and "per_stage_centres" not in stored  # as written
+    model = load_model(weights)
+    assert model.config.per_stage_centres and model.router.centres.shape[0] == len(STAGES)

@@ -6,12 +6,15 @@ import dataclasses
 
 import pytest
 import torch
+from sync_guard import forbid_host_syncs
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from kernels.reference import PIXEL_MAJOR_MIN_PIXELS
 from slerir_core.config import STAGES
+from slerir_core.losses import hyperspherical_contrastive_loss, restoration_loss, routing_consistency_loss
 from slerir_core.model import SLERIR, parameter_counts
 from slerir_core.model.blocks import from_heads, to_heads
-from slerir_core.model.experts import grouped_forward
+from slerir_core.model.experts import RoutedStage, grouped_forward, make_expert
 
 
 @pytest.mark.parametrize("size", [(1, 1), (7, 13), (37, 45), (64, 64)])
@@ -117,15 +120,40 @@ def count_calls(model: SLERIR) -> dict[tuple[str, int], int]:
     return calls
 
 
-def test_hard_routing_runs_only_the_chosen_experts_once_per_group(tiny_model):
-    calls = count_calls(tiny_model)
-    routes = torch.tensor([[0, 1, 2, 0, 1, 2, 0, 1], [0, 1, 2, 0, 1, 2, 0, 1], [2, 2, 2, 2, 2, 2, 2, 2]])
-    with torch.no_grad():
-        tiny_model(torch.rand(3, 3, 16, 16), routes=routes)
-    for i, name in enumerate(STAGES):
-        used = set(routes[:, i].tolist())
-        for j in range(3):
-            assert calls[(name, j)] == (1 if j in used else 0), (name, j)
+class ShapeLog(TorchDispatchMode):
+    """Input shapes of every convolution and matrix product dispatched while active."""
+
+    OPS = (torch.ops.aten.convolution, torch.ops.aten.bmm, torch.ops.aten.mm, torch.ops.aten.addmm)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[str, tuple[tuple[int, ...], ...]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in self.OPS:
+            shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+            self.shapes.append((str(func.overloadpacket), shapes))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("routing", ["hard", "soft"])
+def test_steps_with_other_routes_run_the_same_shapes(tiny_model, routing):
+    """However the samples spread over the experts, a training step runs the same convolution and matrix
+    product shapes (forward and backward): a GPU meets no new shape to plan for when the routes change."""
+    tiny_model.train().routing = routing
+    x = torch.rand(4, 3, 16, 16)
+    logs = []
+    for routes in (torch.zeros(4, 8, dtype=torch.long), torch.tensor([[0, 1, 2, 0, 1, 2, 0, 1]] * 2 + [[2] * 8] * 2)):
+        with ShapeLog() as log:
+            if routing == "hard":
+                restored, _ = tiny_model(x, routes=routes)
+            else:  # the router's probabilities, made sure of the routes: argmax = routes
+                info = tiny_model.analyse(x, with_map=False)
+                probs = (info["probs"] + 2 * torch.nn.functional.one_hot(routes, 3)).softmax(dim=-1)
+                restored = tiny_model.restore_features(x, routes, info["prior"], probs=probs)
+            restored.mean().backward()
+        logs.append(log.shapes)
+    assert len(logs[0]) > 50 and logs[0] == logs[1]
 
 
 def test_mixed_batch_equals_samples_one_by_one(tiny_model):
@@ -275,3 +303,107 @@ def test_large_maps_run_channels_last_through_every_backbone_convolution(tiny_mo
     large = {name: out for name, out in answers.items() if out.shape[-2:].numel() >= PIXEL_MAJOR_MIN_PIXELS}
     assert len(large) > 10
     assert [name for name, out in large.items() if not out.is_contiguous(memory_format=torch.channels_last)] == []
+
+
+def perturbed_stage(channels: int = 8, blocks: int = 2, ln_bias: bool = True) -> RoutedStage:
+    """A routed stage whose three experts differ in every parameter, norms and temperatures included."""
+    stage = RoutedStage([make_expert(channels, 2, blocks, 2.0, True, ln_bias) for _ in range(3)])
+    with torch.no_grad():
+        for p in stage.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return stage
+
+
+def outputs_and_grads(stage: RoutedStage, x: torch.Tensor, run, *leaves: torch.Tensor) -> list[torch.Tensor]:
+    """``run(x)`` and the gradients of a fixed random projection of it: of x, of ``leaves``, then of every
+    parameter of the stage, expert by expert."""
+    x = x.detach().requires_grad_()
+    out = run(x)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    leaves = [x, *leaves, *stage.parameters()]
+    return [out, *torch.autograd.grad(out, leaves, weights, allow_unused=True, materialize_grads=True)]
+
+
+@pytest.mark.parametrize("ln_bias", [True, False])
+def test_grouped_hard_routing_equals_running_each_group_through_its_expert(ln_bias):
+    """Outputs and gradients (of the input and of every expert's parameters: zero for an expert no sample
+    chose) within 1e-5 in fp32."""
+    torch.manual_seed(0)
+    stage = perturbed_stage(ln_bias=ln_bias)
+    x = torch.randn(5, 8, 9, 7)
+    routes = torch.tensor([2, 0, 2, 2, 0])  # expert 1 unused
+
+    def per_group(x):
+        out = torch.zeros_like(x)
+        for j in (0, 2):
+            idx = (routes == j).nonzero().squeeze(1)
+            out = out.index_copy(0, idx, stage.experts[j](x.index_select(0, idx)))
+        return out
+
+    got = outputs_and_grads(stage, x, lambda x: stage(x, routes))
+    want = outputs_and_grads(stage, x, per_group)
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    per_expert = len(list(stage.experts[0].parameters()))
+    unused = got[2 + per_expert : 2 + 2 * per_expert]
+    assert all(not g.any() for g in unused) and all(g.any() for g in got[2 : 2 + per_expert])
+    assert stage.trained_experts.tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("gradients", ["argmax", "all"])
+def test_soft_routing_without_host_reads_equals_expert_by_expert(gradients):
+    """The fixed-shape soft mix against the expert-by-expert one (the CPU's, with a threshold that skips
+    nothing): outputs and gradients of the input, the probabilities and every expert's parameters."""
+    torch.manual_seed(0)
+    stage = perturbed_stage()
+    x = torch.randn(4, 8, 9, 7)
+    logits = torch.randn(4, 3, requires_grad=True)
+    results = []
+    for skip in (0.0, 1e-30):
+
+        def run(x, skip=skip):
+            probs = logits.softmax(dim=-1)
+            return stage(x, probs.argmax(dim=-1), probs, gradients, skip)
+
+        results.append(outputs_and_grads(stage, x, run, logits))
+    for a, b in zip(*results, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_soft_argmax_gradients_reach_each_samples_chosen_expert_only():
+    torch.manual_seed(0)
+    stage = perturbed_stage()
+    probs = torch.tensor([[0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [0.1, 0.8, 0.1]])  # experts 1, 0, 1: 2 unchosen
+    stage(torch.randn(3, 8, 6, 6), probs.argmax(-1), probs).square().sum().backward()
+    learnt = [any(p.grad is not None and p.grad.abs().sum() > 0 for p in e.parameters()) for e in stage.experts]
+    assert learnt == [True, True, False]
+    assert stage.trained_experts.tolist() == learnt
+
+
+@pytest.mark.parametrize("routing", ["soft", "hard"])
+def test_training_forward_loss_and_backward_read_nothing_back(tiny_config, routing):
+    """Stage 1 (soft routing, with the contrastive and routing-consistency terms) and stage 2 (hard routing
+    on mixed routes, routing modules frozen): no op that would make the host wait for a GPU."""
+    torch.manual_seed(0)
+    model = SLERIR(dataclasses.replace(tiny_config, tasks=("noise", "rain", "haze"))).train()
+    model.routing = routing
+    x, labels = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 1])
+    targets = torch.tensor([[0] * 8, [1] * 8, [-1] * 8])
+    mixed = torch.tensor([[0, 1, 2, 0, 1, 2, 0, 1], [2] * 8, [1, 0, 0, 2, 2, 1, 1, 0], [0] * 8])
+    if routing == "hard":
+        for module in model.routing_modules():
+            module.requires_grad_(False)
+    with forbid_host_syncs():
+        if routing == "soft":
+            restored, info = model(x)
+            loss = restoration_loss(restored, x) + hyperspherical_contrastive_loss(info["embeddings"], labels, 0.5)
+            loss = loss + routing_consistency_loss(info["probs"], labels, targets)
+        else:  # the forward of hard routing with the router's routes replaced by mixed ones
+            info = model.analyse(x, with_map=False)
+            loss = restoration_loss(model.restore_features(x, mixed, info["prior"]), x)
+        loss.backward()
+    flags = torch.stack([stage.trained_experts for stage in model.stages.values()])
+    if routing == "hard":
+        assert torch.equal(flags, (mixed.T[..., None] == torch.arange(3)).any(dim=1))
+    else:
+        assert torch.equal(flags, (info["routes"].T[..., None] == torch.arange(3)).any(dim=1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from sync_guard import forbid_host_syncs
 
 from slerir_core.config import ClusteringConfig
 from slerir_core.model.router import Router, min_pairwise_angle, sinkhorn, spherical_code, target_anchors
@@ -33,15 +34,15 @@ def test_sinkhorn_balances_columns():
     assert torch.allclose(q.sum(dim=0), torch.full((3,), 20.0), atol=0.5)
 
 
-def make_router(per_layer_centres: bool = False, **clustering) -> Router:
+def make_router(per_stage_centres: bool = False, **clustering) -> Router:
     return Router(
         in_dim=12,
-        num_layers=8,
+        num_stages=8,
         num_experts=3,
         routing_dim=8,
         hidden=16,
         temperature=0.1,
-        per_layer_centres=per_layer_centres,
+        per_stage_centres=per_stage_centres,
         clustering=ClusteringConfig(bank_size=256, sample_size=128, **clustering),
     )
 
@@ -96,7 +97,7 @@ def test_per_stage_centres_split_every_stage_by_task():
     Pooling the stages into one clustering sample (the old bank) puts whole stages on one centre, and
     then every task takes the same expert there.
     """
-    router = make_router(per_layer_centres=True, momentum=0.5)
+    router = make_router(per_stage_centres=True, momentum=0.5)
     data_gen, sample_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
     f, labels = stage_clouds(96, data_gen)
     for _ in range(40):
@@ -129,7 +130,7 @@ def test_anchored_centres_put_every_task_on_its_uneven_target():
     f, labels = torch.cat([f, twin]), torch.cat([clouds, torch.full((32,), 3)])
     targets = torch.tensor([[0, 1, 2, 0], [2, 0, 1, 2]]).repeat(4, 1).T  # (tasks, stages): two orders of experts
     protos = torch.stack([f[labels == t].mean(dim=0) for t in range(4)])
-    router = make_router(per_layer_centres=True, momentum=0.5)
+    router = make_router(per_stage_centres=True, momentum=0.5)
     sample_gen = torch.Generator().manual_seed(8)
     for _ in range(40):
         router.update_centres(f, sample_gen, anchors=target_anchors(protos, targets, 3))
@@ -149,8 +150,43 @@ def test_shared_centres_balance_every_stage():
     assert router.centres.shape == (1, 3, 8) and not torch.allclose(router.centres, before)
 
 
+def test_centre_update_reads_nothing_back_and_statistics_come_when_asked():
+    router = make_router(per_stage_centres=True, momentum=0.5)
+    generator = torch.Generator().manual_seed(9)
+    f = F.normalize(torch.randn(32, 8, 8, generator=generator), dim=-1)
+    before = router.centres.clone()
+    with forbid_host_syncs():
+        assert router.update_centres(f, generator, stats=False) == {}
+        router.update_centres(
+            f, generator, anchors=target_anchors(f[:3], torch.zeros(3, 8, dtype=torch.long), 3), stats=False
+        )
+    assert not torch.allclose(router.centres, before)
+    assert int(router.bank_filled) == 64 and int(router.bank_pos) == 64
+    stats = router.centre_stats()
+    assert stats["min_centre_angle"] == min(min_pairwise_angle(c) for c in router.centres)
+    # Each stage's bank is shared out among its experts: the 64 filled slots, not the 192 empty ones.
+    for k in range(8):
+        shares = [stats[f"load_{k}_{j}"] for j in range(3)]
+        assert abs(sum(shares) - 1) < 1e-6 and stats["min_load"] <= min(shares)
+        nearest = (router.bank[k, :64] @ router.centres[k].T).argmax(dim=-1)
+        assert shares == pytest.approx([float((nearest == j).float().mean()) for j in range(3)])
+
+
+def test_monte_carlo_sample_takes_filled_slots_only_without_repeats_once_enough_are_filled():
+    router = make_router()  # bank 256, sample 128
+    generator = torch.Generator().manual_seed(10)
+    router.bank_filled.fill_(40)
+    few = router._sample_slots(generator)
+    assert few.shape == (128,) and int(few.max()) < 40
+    assert sorted(set(few.tolist())) == list(range(40))  # every filled slot, the sample going round them
+    router.bank_filled.fill_(200)
+    many = router._sample_slots(generator)
+    assert int(many.max()) < 200 and len(set(many.tolist())) == 128
+    assert not torch.equal(many, router._sample_slots(generator))
+
+
 def test_tasks_are_assigned_to_nearby_experts_evenly_on_paths_of_their_own():
-    router = make_router(per_layer_centres=True)
+    router = make_router(per_stage_centres=True)
     generator = torch.Generator().manual_seed(4)
     # Seven tasks: task t sits next to centre t % 3 at every stage, with some spread.
     protos = router.centres[:, torch.arange(7) % 3].transpose(0, 1) + 0.1 * torch.randn(7, 8, 8, generator=generator)
@@ -175,7 +211,7 @@ def test_tasks_are_assigned_to_nearby_experts_evenly_on_paths_of_their_own():
 
 
 def test_grouped_tasks_share_a_path_and_groups_part():
-    router = make_router(per_layer_centres=True)
+    router = make_router(per_stage_centres=True)
     generator = torch.Generator().manual_seed(5)
     protos = F.normalize(torch.randn(7, 8, 8, generator=generator), dim=-1)
     protos[6] = 0  # not seen, but its group was
