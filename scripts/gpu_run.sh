@@ -241,7 +241,7 @@ EOF
     cat "$WORK/probe.log"
     die "the setup check failed"
 }
-{ read -r versions; read -r PHASE; } <<<"$probe"
+{ read -r versions; read -r TRAIN_PHASE; } <<<"$probe"
 echo "$versions"
 FACT[versions]=$versions
 FACT[commit]=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -324,12 +324,12 @@ phase_end "$test_status"
 init_args=()
 if [[ -f $INIT ]]; then
     init_args=(--init "$INIT")
-    FACT[init]="$INIT (phase $PHASE)"
+    FACT[init]="$INIT (phase $TRAIN_PHASE)"
 else
     echo "note: $INIT is missing: phase 1 starts from scratch"
     FACT[init]="none (from scratch)"
 fi
-SETS=("train.phase$PHASE.batch_size=$BATCH" "${SETS[@]}")
+SETS=("train.phase$TRAIN_PHASE.batch_size=$BATCH" "${SETS[@]}")
 FACT[batch]="$BATCH crops a step"
 last_row() { [[ -f $1 ]] && tail -n 1 "$1" | cut -d, -f1; }
 # Median img_per_s (crops/s) over the rows after step 1, whose time holds the first compiles; the csv module
@@ -349,7 +349,7 @@ train_run() { # [--resume] -> sets TRAIN_RC
         ((budget < 30)) && budget=30
     fi
     limit=$((budget + TRAIN_OVERHEAD))
-    local cmd=("$PY" -m slerir_core.cli train --config "$CONFIG" --phase "$PHASE" "${init_args[@]}"
+    local cmd=("$PY" -m slerir_core.cli train --config "$CONFIG" --phase "$TRAIN_PHASE" "${init_args[@]}"
         --time-budget "${budget}s" --out "$RUN" "${TRAIN_ARGS[@]}" "$@")
     ((DRY)) && cmd+=(--device cpu)
     cmd+=(--set "${SETS[@]}")

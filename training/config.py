@@ -152,7 +152,9 @@ class TrainConfig:
             processes get about twice the crops per second of one process running two threads, which spend
             much of each op waiting on each other. Ignored on GPUs and under torchrun.
         checkpoint_every: steps between training-state checkpoints (and at the end).
-        log_every: steps between CSV/TensorBoard rows.
+        log_every: steps between CSV/TensorBoard rows; the loss terms are read back from the device only then.
+        cuda_graphs: on CUDA, record a training step once and replay it as one CUDA graph
+            (``training/capture.py``); falls back to eager steps by itself where capture fails.
         prototype_momentum: EMA momentum of the per-task mean routing vectors kept in phase 1.
         prototype_batches: batches of fresh training data averaged into the task prototypes at the end of
             phase 1 (0 keeps the EMA).
@@ -170,6 +172,7 @@ class TrainConfig:
     cpu_processes: int = 1
     checkpoint_every: int = 500
     log_every: int = 10
+    cuda_graphs: bool = True
     prototype_momentum: float = 0.99
     prototype_batches: int = 8
     phase1: PhaseConfig = field(default_factory=lambda: PhaseConfig(batch_size=10, epochs=15))

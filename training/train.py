@@ -23,12 +23,12 @@ identical everywhere.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,17 +37,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from slerir_core.atomic import remove_stale_temporaries
 from slerir_core.checkpoint import save_weights
-from slerir_core.device import autocast, hardware_name, uses_bf16
-from slerir_core.losses import hyperspherical_contrastive_loss, restoration_loss, routing_consistency_loss
+from slerir_core.device import hardware_name, uses_bf16
 from slerir_core.model import SLERIR
-from slerir_core.model.router import target_anchors
-from training.config import ExperimentConfig, convert_old_keys
+from training.capture import CapturedStep
+from training.config import ExperimentConfig, TrainConfig, convert_old_keys
 from training.datasets import StreamSampler, TrainStream
+from training.device_stream import DeviceStream
 from training.evaluate import EvalCase
+from training.expert_updates import ExpertUpdates
 from training.phase import (
     build_optimizer,
     build_scheduler,
@@ -55,10 +55,9 @@ from training.phase import (
     refit_prototypes,
     route_paths,
     routing_targets,
-    update_prototypes,
 )
 from training.run_log import RunLog, log_validation
-from training.runtime import Runtime, all_gather_cat, mean_over_ranks, no_buffer_sync, with_other_ranks
+from training.runtime import Runtime, mean_over_ranks, no_buffer_sync
 from training.state import (
     CHECKPOINT,
     STATE_FORMAT,
@@ -72,6 +71,7 @@ from training.state import (
     set_rng_state,
     state_digest,
 )
+from training.step import Batch, TrainStep, move_routing_state
 from training.validation import timed_validation, validate, validation_cases
 
 WEIGHTS = "model.safetensors"
@@ -119,24 +119,22 @@ def build_job(
     return Job(exp, phase, out, total, spe, stop, init, resume, time_budget)
 
 
-def batches(loader: torch.utils.data.DataLoader, rt: Runtime) -> Iterator[tuple[torch.Tensor, ...]]:
-    """The loader's batches, moved to the device."""
+def batches(exp: ExperimentConfig, dataset: TrainStream, sampler: StreamSampler, rt: Runtime) -> Iterator[Batch]:
+    """The training batches on the device, from the sampler's position on: made there (``data.on_device``: a
+    bank of clean crops degraded by batched torch ops), or made by the CPU stream's workers and copied."""
+    if exp.data.on_device:
+        stream = DeviceStream(exp.data, exp.train.seed, rt.device, sampler)
+        for step in itertools.count(sampler.start_step):
+            yield stream.batch(step)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=exp.data.workers, pin_memory=rt.device.type == "cuda"
+    )
     for degraded, clean, labels in loader:
         yield (
             degraded.to(rt.device, non_blocking=True),
             clean.to(rt.device, non_blocking=True),
             labels.to(rt.device, non_blocking=True),
         )
-
-
-def attention_kernels(device: torch.device, bf16: bool) -> AbstractContextManager[object]:
-    """The attention kernels a training step may use (in the extractors' ViT blocks).
-
-    On a CPU in bf16 the flash kernel's backward is 3x slower than the plain math path at the extractors'
-    shapes (68 sequences of 65 tokens, 4 heads of 32: 143 ms against 45 ms forward and backward), about a
-    fifth of a step; in fp32, on CUDA and at inference, PyTorch's own choice stays.
-    """
-    return sdpa_kernel(SDPBackend.MATH) if device.type == "cpu" and bf16 else nullcontext()
 
 
 @dataclass
@@ -150,6 +148,10 @@ class Trainee:
     start: int = 0
     history: dict[str, Any] = field(default_factory=new_history)
     route_targets: torch.Tensor | None = None  # (T, K), fixed once every task has a prototype
+    updates: ExpertUpdates = field(init=False)  # the optimiser's step, leaving untrained experts as they were
+
+    def __post_init__(self) -> None:
+        self.updates = ExpertUpdates(self.model, self.optimizer)
 
 
 def build_trainee(job: Job, rt: Runtime, resume_state: dict[str, Any] | None) -> Trainee:
@@ -167,7 +169,7 @@ def build_trainee(job: Job, rt: Runtime, resume_state: dict[str, Any] | None) ->
         history = load_init(model, job.init)
     model.to(rt.device)
     configure_phase(model, job.phase)
-    optimizer = build_optimizer(model, tcfg.betas, tcfg.weight_decay, pcfg)
+    optimizer = build_optimizer(model, tcfg.betas, tcfg.weight_decay, pcfg, capturable=capturing(tcfg, rt))
     trainee = Trainee(
         model,
         optimizer,
@@ -236,9 +238,6 @@ def train(job: Job, rt: Runtime, dataset: TrainStream) -> dict[str, Any]:
         )
     batch_size = exp.train.phase_config(job.phase).batch_size
     sampler = StreamSampler(batch_size, job.steps_per_epoch, rt.rank, rt.world_size, trainee.start)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=exp.data.workers, pin_memory=rt.device.type == "cuda"
-    )
     val_cases = validation_cases(exp) if rt.primary else []
     log = RunLog(out, rt.primary, trainee.start)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -248,7 +247,7 @@ def train(job: Job, rt: Runtime, dataset: TrainStream) -> dict[str, Any]:
         f"{job.steps_per_epoch} steps/epoch, batch {batch_size}×{rt.world_size}, device {rt.device}, "
         f"torch {torch.__version__}, trainable {n_train / 1e6:.2f}M of {n_all / 1e6:.2f}M parameters"
     )
-    summary = _loop(job, rt, trainee, net, loader, val_cases, log)
+    summary = _loop(job, rt, trainee, net, batches(exp, dataset, sampler, rt), val_cases, log)
     if summary["finished"] or summary["out_of_time"]:
         summary.update(_finish(job, rt, trainee, dataset, sampler, val_cases, log))
     if rt.distributed:
@@ -293,89 +292,70 @@ def _finish(
     return out
 
 
-def _train_step(
-    job: Job, rt: Runtime, trainee: Trainee, net: nn.Module, batch: tuple[torch.Tensor, ...]
-) -> dict[str, float]:
-    model, optimizer = trainee.model, trainee.optimizer
-    degraded, clean, labels = batch
-    cfg = job.exp.model
-    bf16 = uses_bf16(job.exp.train.precision, rt.device)
-    with autocast(rt.device, bf16), attention_kernels(rt.device, bf16):
-        restored, info = net(degraded)
-    l1 = restoration_loss(restored, clean)
-    values = {"l1": l1}
-    loss = l1
-    if job.phase == 1 and cfg.hc_alpha > 0:
-        f, all_labels = with_other_ranks(info["embeddings"].float(), labels, rt)
-        # Tasks that share a route are one degradation to the contrastive loss too: pushed apart by it, they
-        # would be pulled away from the path the routing-consistency term gives them both.
-        groups = torch.tensor(job.exp.data.route_group_index(), device=all_labels.device)
-        hc = hyperspherical_contrastive_loss(f, groups[all_labels], cfg.hc_margin)
-        # Each rank differentiates its own rows and DDP averages the ranks: scaled back to the whole gradient.
-        loss = loss + cfg.hc_alpha * rt.world_size * hc
-        values["hc"] = hc
-    if job.phase == 1 and cfg.route_alpha > 0:
-        targets, fixed = routing_targets(model, trainee.route_targets, job.exp.data.route_group_index())
-        if fixed:
-            trainee.route_targets = targets
-        route = routing_consistency_loss(info["probs"], labels, targets)
-        loss = loss + cfg.route_alpha * route
-        values["route"] = route
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if job.exp.train.grad_clip is not None:
-        nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], job.exp.train.grad_clip)
-    lr = optimizer.param_groups[0]["lr"]
-    optimizer.step()
-    trainee.scheduler.step()
-    logs = mean_over_ranks({"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in values.items()}}, rt)
-    logs["lr"] = lr
-    if job.phase == 1:
-        f, all_labels = all_gather_cat(info["embeddings"].detach(), rt), all_gather_cat(labels, rt)
-        # Once targets are fixed, the centres follow them rather than an even split of each stage.
-        anchors = None
-        if cfg.route_alpha > 0 and trainee.route_targets is not None:
-            anchors = target_anchors(model.task_prototypes, trainee.route_targets, cfg.num_experts)
-        logs.update(model.router.update_centres(f, generator=trainee.centre_gen, anchors=anchors))
-        update_prototypes(model.task_prototypes, f, all_labels, job.exp.train.prototype_momentum)
-    return logs
-
-
 def _loop(
     job: Job,
     rt: Runtime,
     trainee: Trainee,
     net: nn.Module,
-    loader: torch.utils.data.DataLoader,
+    stream: Iterator[Batch],
     val_cases: list[EvalCase],
     log: RunLog,
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
-    tcfg, pcfg = job.exp.train, job.exp.train.phase_config(job.phase)
+    exp, tcfg, pcfg = job.exp, job.exp.train, job.exp.train.phase_config(job.phase)
     start, model, history = trainee.start, trainee.model, trainee.history
+    crops_per_step = pcfg.batch_size * rt.world_size
     # GPU-hours count every GPU; CPU ranks share one machine, whose hours are wall-clock hours.
     hours_key, devices = ("gpu", rt.world_size) if rt.device.type == "cuda" else ("cpu", 1)
     # Time kept back from a budget for what follows the last step: a validation and the export, measured.
     reserve = timed_validation(model, val_cases, start, rt, log, job.phase) if job.time_budget is not None else 0.0
+    train_step = TrainStep(
+        model,
+        net,
+        trainee.updates,
+        job.phase,
+        rt,
+        uses_bf16(tcfg.precision, rt.device),
+        torch.tensor(exp.data.route_group_index(), device=rt.device),
+        tcfg.grad_clip,
+        trainee.route_targets,
+    )
+    captured = CapturedStep(train_step, capture=capturing(tcfg, rt))
     bar = tqdm(total=job.stop_at, initial=start, disable=not rt.primary, dynamic_ncols=True, desc=f"phase {job.phase}")
     logs: dict[str, float] = {}
-    step, out_of_time = start, False
-    tick = time.perf_counter()
-    stream = batches(loader, rt)
+    step, out_of_time, logged_step = start, False, start
+    tick = logged_at = time.perf_counter()
     while step < job.stop_at and not out_of_time:
         batch = next(stream)
-        logs = _train_step(job, rt, trainee, net, batch)
+        routing_fixed = job.phase == 2 or exp.model.route_alpha == 0 or trainee.route_targets is not None
+        if not routing_fixed:  # the first steps of phase 1, until every task has a prototype: reads back
+            targets, fixed = routing_targets(model, None, exp.data.route_group_index())
+            train_step.route_targets = targets
+            if fixed:
+                trainee.route_targets = targets
+        # A step is recorded for replay once what it computes stops changing: from the start in phase 2, once
+        # the routing targets are fixed in phase 1.
+        out = captured(batch) if routing_fixed else train_step(batch)
+        lr = trainee.scheduler.get_last_lr()[0]
+        trainee.scheduler.step()
+        if job.phase == 1:
+            move_routing_state(
+                model,
+                out["embeddings"],
+                batch[2],
+                trainee.route_targets,
+                trainee.centre_gen,
+                tcfg.prototype_momentum,
+                rt,
+            )
         step += 1
         now = time.perf_counter()
-        seconds = max(now - tick, 1e-9)
-        tick = now
-        logs["img_per_s"] = pcfg.batch_size * rt.world_size / seconds
+        seconds, tick = max(now - tick, 1e-9), now
         history["steps"] += 1
-        history["crops"] += pcfg.batch_size * rt.world_size
+        history["crops"] += crops_per_step
         history["hours"][hours_key] = history["hours"].get(hours_key, 0.0) + seconds * devices / 3600
         bar.update(1)
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", img_s=f"{logs['img_per_s']:.1f}")
         if step % job.steps_per_epoch == 0 and rt.primary and val_cases:
             reserve = timed_validation(model, val_cases, step, rt, log, job.phase)
         if job.time_budget is not None:
@@ -385,6 +365,14 @@ def _loop(
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 out_of_time = bool(flag)
         if step % tcfg.log_every == 0 or step == job.stop_at or out_of_time:
+            # The one read back of the interval: the device finishes its queue here, so the interval's time
+            # is its true throughput.
+            logs = read_logs(out, model, job.phase, rt)
+            now = time.perf_counter()
+            logs["lr"] = float(lr)
+            logs["img_per_s"] = crops_per_step * (step - logged_step) / max(now - logged_at, 1e-9)
+            logged_step, logged_at = step, now
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", img_s=f"{logs['img_per_s']:.1f}")
             log.row("train_log", {"step": step, "epoch": step / job.steps_per_epoch, **logs}, step)
         if step % tcfg.checkpoint_every == 0 or step == job.stop_at or out_of_time:
             _checkpoint(job, rt, trainee, step)
@@ -392,15 +380,35 @@ def _loop(
     if out_of_time:
         log.print(f"time budget reached: stopped at step {step} of {job.total_steps} (continue with --resume)")
     return {
-        "name": job.exp.name,
+        "name": exp.name,
         "phase": job.phase,
         "step": step,
         "total_steps": job.total_steps,
         "finished": step == job.total_steps,
         "out_of_time": out_of_time and step < job.total_steps,
+        "captured": captured.captured,
         "last": logs,
-        "route_targets": route_paths(job.exp.data.tasks, trainee.route_targets),
+        "route_targets": route_paths(exp.data.tasks, trainee.route_targets),
     }
+
+
+def capturing(tcfg: TrainConfig, rt: Runtime) -> bool:
+    """Whether steps are recorded and replayed as CUDA graphs: on one CUDA device, when the config asks.
+
+    Several ranks all-reduce inside the step (DDP's buckets, the contrastive loss's all-gather), which a
+    recorded graph would have to capture across processes: they run eagerly.
+    """
+    return tcfg.cuda_graphs and rt.device.type == "cuda" and not rt.distributed
+
+
+def read_logs(out: dict[str, torch.Tensor], model: SLERIR, phase: int, rt: Runtime) -> dict[str, float]:
+    """The step's loss terms as numbers, averaged over ranks, and in phase 1 where the centres stand."""
+    terms = {name: value for name, value in out.items() if name != "embeddings"}
+    values = torch.stack([value.float() for value in terms.values()]).tolist()
+    logs = mean_over_ranks(dict(zip(terms, values, strict=True)), rt)
+    if phase == 1:
+        logs.update(model.router.centre_stats())
+    return logs
 
 
 def _checkpoint(job: Job, rt: Runtime, trainee: Trainee, step: int) -> None:

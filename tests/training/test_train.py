@@ -19,7 +19,7 @@ from slerir_core.checkpoint import load_model, read_metadata
 from slerir_core.cli import main as cli
 from slerir_core.model.router import target_anchors
 from training.config import load_experiment
-from training.train import attention_kernels
+from training.step import attention_kernels
 
 # One validation image per task (and σ) keeps the per-epoch validation cheap; runs whose routes are compared
 # use the same validation set.
@@ -244,7 +244,7 @@ def test_centres_follow_the_fixed_targets(tmp_path):
     """With the clustering's EMA off, each centre lands on its anchor at every step once targets are fixed (the
     balanced share of the same vectors would put it elsewhere)."""
     out = tmp_path / "anchored"
-    sets = ["model.route_alpha=1.0", "model.per_layer_centres=true", "model.clustering.momentum=0.0"]
+    sets = ["model.route_alpha=1.0", "model.per_stage_centres=true", "model.clustering.momentum=0.0"]
     assert train("--steps", "3", "--out", str(out), "--set", "data.val_images=0", *sets) == 0
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     weights = state["model"]
