@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from slerir_core.batching import batch_size
+from slerir_core.blending import BlendBand, Span
 from slerir_core.checkpoint import load_model
 from slerir_core.config import ModelConfig, load_config
 from slerir_core.device import autocast, free_cuda_cache, resolve_device, uses_bf16
@@ -53,14 +54,10 @@ MIN_TILE = 64
 """The smallest tile (besides 0, no tiling). Every tile is a whole pass of the network, hundreds of small
 operations with a fixed cost each: on one CPU thread a 16-px tile took 33 ms against 90 ms for a 64-px one
 that brings 16 times as many new pixels, so a 200×300 image took 14 s in tile 16 (425 tiles) against 2 s in
-tile 64 (24 tiles), and smaller tiles save no memory worth having. With two threads on a shared machine each
-operation also waits for both threads, so the time swings from call to call: tile 16 took 26 to 153 s and
-tile 17 48 to 104 s on that image."""
+tile 64 (24 tiles), and smaller tiles save no memory worth having."""
 
-Progress = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int], None]
 OnPlan = Callable[[str, Plan], None]
-Span = tuple[tuple[int, int], torch.Tensor]
-"""One row (or column) of tiles: its (start, stop) and its blending weights."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ class RestoreOptions:
     axes: str | None = None
     plan_per: str = "slice"
     channels: str = "auto"
-    progress: Progress | None = None
+    progress: ProgressCallback | None = None
     on_plan: OnPlan | None = None
 
     def report(self, done: int, total: int) -> tuple[int, int]:
@@ -403,7 +400,7 @@ class Restorer:
             dtype=torch.float64,
             device=self.device,
         )
-        band = _Band(region, group[1] - group[0], self.device)
+        band = BlendBand(region, group[1] - group[0], self.device)
         done = 0
         while done < len(tiles):
             chunk = tiles[done : done + size]
@@ -452,39 +449,3 @@ class Restorer:
             y = self.model.restore_features(x.expand(-1, 3, -1, -1), routes, prior, boxes)
         y = y.float().permute(0, 2, 3, 1)
         return y if pixels.shape[3] == 3 else y.mean(dim=3, keepdim=True)
-
-
-class _Band:
-    """A float32 band of rows of a region on the device, where the weighted tile outputs add up.
-
-    Args:
-        region: (top, left, bottom, right) of the region in the image.
-        channels: channels of the restored values.
-        device: where the band lies (the network's device).
-    """
-
-    def __init__(self, region: tuple[int, int, int, int], channels: int, device: torch.device) -> None:
-        self.region = region
-        self.top = region[0]
-        self.values = torch.zeros((0, region[3] - region[1], channels), dtype=torch.float32, device=device)
-
-    def add(self, row: Span, col: Span, tile: torch.Tensor) -> None:
-        """Add a tile's (h, w, k) output, weighted by its row's and column's ramps, where it meets the region."""
-        (y0, y1), wy = row
-        (x0, x1), wx = col
-        top, left, bottom, right = self.region
-        a0, a1, b0, b1 = max(y0, top), min(y1, bottom), max(x0, left), min(x1, right)
-        grow = a1 - self.top - self.values.shape[0]
-        if grow > 0:
-            self.values = torch.cat([self.values, self.values.new_zeros((grow, *self.values.shape[1:]))])
-        part = tile[a0 - y0 : a1 - y0, b0 - x0 : b1 - x0] * wy[a0 - y0 : a1 - y0, None, None]
-        part *= wx[None, b0 - x0 : b1 - x0, None]
-        self.values[a0 - self.top : a1 - self.top, b0 - left : b1 - left] += part
-
-    def take(self, stop: int) -> tuple[int, np.ndarray]:
-        """The rows above image row ``stop``, which no later tile touches, copied to the host and dropped from
-        the band; with the image row of the first."""
-        top, final = self.top, max(stop, self.top) - self.top
-        rows = self.values[:final].cpu().numpy()
-        self.values, self.top = self.values[final:], self.top + final
-        return top, rows

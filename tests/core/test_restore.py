@@ -72,6 +72,7 @@ def test_feathered_tiles_leave_no_seam_and_the_test_sees_hard_ones(restorer):
 
 def test_batches_of_tiles_give_what_one_tile_at_a_time_gives(restorer):
     """Tiles of one pass share routes and prior and differ only in their box: fp32 results agree to rounding."""
+    restorer = Restorer(restorer.model, device="cpu", precision="fp32")  # bf16 rounds one pass's ops differently
     image = smooth_rgb(170)[:150]  # 3 x 4 tiles of 64 px with overlaps of 16 or more
     for channels, picture in (("rgb", image), ("grey", image[..., 1])):
         alone = restorer.restore(picture, tile=64, overlap=16, channels=channels, batch=1)

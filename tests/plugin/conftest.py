@@ -1,7 +1,7 @@
 """Fixtures for the napari plugin tests: the untrained ``tiny`` model, small images, notification capture.
 
 GUI tests (marked ``gui``) need a display: CI runs them under ``xvfb-run``. Without one (no ``DISPLAY`` or
-``WAYLAND_DISPLAY`` on Linux) they are skipped here, instead of Qt aborting the whole test session.
+``WAYLAND_DISPLAY`` on Linux) they are skipped here, instead of Qt aborting the whole test run.
 """
 
 from __future__ import annotations

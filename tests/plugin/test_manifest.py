@@ -83,7 +83,7 @@ def test_layers_filter_restore_submenu_shows(make_napari_viewer):
 
 @pytest.mark.gui
 def test_widgets_import_no_model_code_and_first_run_does_not_crash(tmp_path):
-    """In a fresh process, like a user's session: napari starts and shows the widgets without importing
+    """In a fresh process, as a user starts it: napari starts and shows the widgets without importing
     torch-heavy code; the first run then imports it in the worker, after the viewer's OpenGL is up (with
     Mesa's LLVM in the process, importing triton then used to crash napari; see ``_compat``)."""
     script = textwrap.dedent(
