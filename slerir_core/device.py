@@ -65,9 +65,15 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
     return native_bf16(device) if precision == "auto" else precision == "bf16"
 
 
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` when ``bf16``, else nothing (fp32)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def autocast(device: torch.device, bf16: bool, cache: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when ``bf16``, else nothing (fp32).
+
+    ``cache=False`` casts the weights anew at each use instead of once per region: what a region recorded as
+    a CUDA graph needs, since a cast cached outside the recording would not be replayed.
+    """
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
 
 
 def hardware_name(device: torch.device) -> str:

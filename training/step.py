@@ -78,7 +78,8 @@ class TrainStep:
         """
         degraded, clean, labels = batch
         cfg = self.model.config
-        with autocast(self.rt.device, self.bf16), attention_kernels(self.rt.device, self.bf16):
+        # No autocast cache: the step may be recorded as a CUDA graph (``training/capture.py``).
+        with autocast(self.rt.device, self.bf16, cache=False), attention_kernels(self.rt.device, self.bf16):
             restored, info = self.net(degraded)
         l1 = restoration_loss(restored, clean)
         terms = {"l1": l1}

@@ -364,7 +364,8 @@ def _loop(
                 flag = torch.tensor(float(out_of_time), device=rt.device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 out_of_time = bool(flag)
-        if step % tcfg.log_every == 0 or step == job.stop_at or out_of_time:
+        # The first step is logged too: its row's time is the warm-up (first compiles, the recording).
+        if step % tcfg.log_every == 0 or step in (start + 1, job.stop_at) or out_of_time:
             # The one read back of the interval: the device finishes its queue here, so the interval's time
             # is its true throughput.
             logs = read_logs(out, model, job.phase, rt)
