@@ -148,7 +148,7 @@ def inference_row(
 def training_row(
     config: str, batch: int, crop: int, dtype: torch.dtype, device: torch.device, variant: str, repeats: int
 ) -> dict[str, float]:
-    """One stage-2 step (hard routes, mixed across the batch) on ``batch`` crops: crops/s and peak memory."""
+    """One phase-2 step (hard routes, mixed across the batch) on ``batch`` crops: crops/s and peak memory."""
     model, run = build(config, device, variant)
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)

@@ -1,8 +1,8 @@
-"""Dispatched ops of a stage-2 training step: what a GPU's host has to launch, counted on the CPU.
+"""Dispatched ops of a phase-2 training step: what a GPU's host has to launch, counted on the CPU.
 
 A step of the compact model on a GPU is bound by the host issuing ops one by one, not by the GPU's
 arithmetic, so the op count is the figure to keep down. This counts every aten op dispatched by the forward
-(analysis, backbone and L1 loss) and by the backward of one stage-2 step: routing modules frozen, hard
+(analysis, backbone and L1 loss) and by the backward of one phase-2 step: routing modules frozen, hard
 routing, fp32, eager, on the CPU. Two rows: a random route per sample, and one route shared by the batch;
 with every sample reading its expert's weights by index the two must cost the same. ``views`` counts the ops
 among them that only alias their input (no kernel on a GPU, but host time all the same).
@@ -40,8 +40,8 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def stage2_model(config: str) -> SLERIR:
-    """A freshly initialised model set up as in stage 2: hard routing, routing modules frozen."""
+def phase2_model(config: str) -> SLERIR:
+    """A freshly initialised model set up as in phase 2: hard routing, routing modules frozen."""
     torch.manual_seed(0)
     model = SLERIR(load_config(config)).train()
     for module in model.routing_modules():
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
-    model = stage2_model(args.config)
+    model = phase2_model(args.config)
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, args.crop, args.crop, generator=generator)
     experts = model.config.num_experts
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = {"random route per sample": mixed, "one route for the batch": mixed[:1].repeat(args.batch, 1)}
     count_step(model, x, rows["random route per sample"])  # warm-up: lazy initialisation dispatches ops once
     what = f"{args.config}, {args.batch} crops of {args.crop}², fp32 eager on the CPU"
-    print(f"stage-2 step, {what}: dispatched aten ops")
+    print(f"phase-2 step, {what}: dispatched aten ops")
     print(f"{'':<26}{'forward':>9}{'backward':>10}{'total':>8}{'views':>8}")
     for name, routes in rows.items():
         forward, backward = count_step(model, x, routes)

@@ -76,7 +76,7 @@ class ModelConfig:
         router_temperature: tau in softmax(cos / tau).
         per_stage_centres: one set of expert centres per stage (each clustered on its own stage's routing
             vectors) instead of the one shared set of Eq. 2.
-        soft_gradients: in soft routing (training stage 1), which experts learn from a sample: ``argmax``
+        soft_gradients: in soft routing (training phase 1), which experts learn from a sample: ``argmax``
             (§4.1: only the chosen one; the others' outputs count in the mix but are detached) or ``all``
             (§3.2: every expert, in proportion to its probability).
         soft_skip: in soft routing on a CPU, an unchosen expert whose probability for a sample is below this
@@ -84,8 +84,8 @@ class ModelConfig:
             Which samples remain is read back to the host, free on a CPU; elsewhere every expert runs, so
             that a GPU never waits for the host and its shapes stay fixed.
         hc_margin: lambda of the hyperspherical contrastive loss (Eq. 9).
-        hc_alpha: weight of that loss in stage 1 (Eq. 10).
-        route_alpha: weight, in stage 1, of a routing-consistency term: cross-entropy between each stage's
+        hc_alpha: weight of that loss in phase 1 (Eq. 10).
+        route_alpha: weight, in phase 1, of a routing-consistency term: cross-entropy between each stage's
             routing probabilities and the expert that stage assigns to the sample's task (``Router.assign_tasks``,
             a balanced assignment of the task prototypes to the centres). 0 (the paper) leaves routing to L_HC
             and the clustering alone.

@@ -2,12 +2,12 @@
 
 Three ways to run a stage (§3.2):
 
-* ``soft`` (stage 1): ``sum_j p_j * E_j(x)``. With ``gradients="argmax"`` (§4.1, the default) only
+* ``soft`` (training phase 1): ``sum_j p_j * E_j(x)``. With ``gradients="argmax"`` (§4.1, the default) only
   each sample's argmax expert carries gradients; the other experts' outputs count in the sum but are
   detached, so no gradient reaches their parameters (or, through them, earlier layers). With
   ``gradients="all"`` (§3.2's reading) every expert learns from every sample in proportion to p. The
   router learns through p either way.
-* ``hard`` (stage 2 and inference) and ``manual`` (routes from the caller): each sample goes through
+* ``hard`` (phase 2 and inference) and ``manual`` (routes from the caller): each sample goes through
   one expert.
 
 Every sample reads its own expert's weights by index (``grouped_forward``): one call per op over the whole

@@ -55,7 +55,7 @@ class SLERIR(nn.Module):
         config: the network's configuration.
 
     Attributes:
-        routing: ``"soft"`` (training stage 1) or ``"hard"`` (stage 2 and inference).
+        routing: ``"soft"`` (training phase 1) or ``"hard"`` (phase 2 and inference).
         inject_prior: inject the GLGF prior into the stages (on by default; off to measure what it does).
     """
 
@@ -255,5 +255,5 @@ class SLERIR(nn.Module):
     # -- parameter groups -----------------------------------------------------------------------------
 
     def routing_modules(self) -> list[nn.Module]:
-        """Modules frozen in stage 2: extractors and router (the centres are buffers)."""
+        """Modules frozen in phase 2: extractors and router (the centres are buffers)."""
         return [m for m in (self.degradation_extractor, self.content_extractor, self.router) if m is not None]

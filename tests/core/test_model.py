@@ -382,7 +382,7 @@ def test_soft_argmax_gradients_reach_each_samples_chosen_expert_only():
 
 @pytest.mark.parametrize("routing", ["soft", "hard"])
 def test_training_forward_loss_and_backward_read_nothing_back(tiny_config, routing):
-    """Stage 1 (soft routing, with the contrastive and routing-consistency terms) and stage 2 (hard routing
+    """Phase 1 (soft routing, with the contrastive and routing-consistency terms) and phase 2 (hard routing
     on mixed routes, routing modules frozen): no op that would make the host wait for a GPU."""
     torch.manual_seed(0)
     model = SLERIR(dataclasses.replace(tiny_config, tasks=("noise", "rain", "haze"))).train()
