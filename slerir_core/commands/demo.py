@@ -12,13 +12,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from slerir_core.atomic import prepare_folder
+from slerir_core.commands._drawing import font, line_height, to_uint8
 from slerir_core.commands._model_args import add_model_arguments, build_restorer
 from slerir_core.errors import ConfigError, ImageError, WeightsError
 from slerir_core.io.files import read_image_file, write_image
 from slerir_core.io.layout import make_layout
 from slerir_core.samples import PHOTO_SAMPLES, degraded_photo
+
+LABEL_FONT = 15
+"""Text size of the before/after labels, in pixels."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,28 +96,23 @@ def load_sample(path: str | None, sample: str = "noisy") -> tuple[np.ndarray, st
 
 def to_display(image: np.ndarray, axes: str | None = None, channels: str = "auto") -> np.ndarray:
     """A uint8 grey/RGB picture of a 2-D image (the middle slice of a stack, the first of several channels
-    that are not RGB), stretched to its own range."""
+    that are not RGB); data that is not uint8 is stretched for display (``_drawing.to_uint8``)."""
     layout = make_layout(image.shape, axes, channels, image.dtype)
     canon = layout.canonical(image)[tuple(n // 2 for n in layout.stack_shape)]
-    picture = canon[..., :3] if layout.colour else canon[..., :1]
-    if picture.dtype != np.uint8:
-        low, high = float(picture.min()), float(picture.max())
-        picture = ((picture.astype(np.float32) - low) * (255.0 / max(high - low, 1e-12))).round().astype(np.uint8)
+    picture = to_uint8(canon[..., :3] if layout.colour else canon[..., :1])
     return np.repeat(picture, 3, axis=2) if picture.shape[2] == 1 else np.ascontiguousarray(picture)
 
 
-def before_after(
-    before: np.ndarray, after: np.ndarray, labels: list[str], gap: int = 8, header: int = 22
-) -> np.ndarray:
+def before_after(before: np.ndarray, after: np.ndarray, labels: list[str], gap: int = 8) -> np.ndarray:
     """Two RGB uint8 pictures side by side on white, each with its label above it."""
-    from PIL import Image, ImageDraw
-
     h, w = before.shape[:2]
+    face = font(LABEL_FONT)
+    header = line_height(face) + 6
     canvas = np.full((h + header, 2 * w + gap, 3), 255, np.uint8)
     canvas[header:, :w] = before
     canvas[header:, w + gap :] = after
     picture = Image.fromarray(canvas)
     draw = ImageDraw.Draw(picture)
     for i, text in enumerate(labels):
-        draw.text((i * (w + gap) + 4, 4), text, fill=(0, 0, 0))
+        draw.text((i * (w + gap) + 4, 3), text, fill=(0, 0, 0), font=face)
     return np.asarray(picture)

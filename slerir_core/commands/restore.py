@@ -351,6 +351,8 @@ def restore_file(
             save_maps(
                 target.parent,
                 source,
+                array[..., 0] if grey_alpha else array,
+                layout,
                 plans,
                 restorer,
                 {
