@@ -33,6 +33,7 @@ SCALINGS = ("percentile", "minmax")
 """The values of the ``scaling`` option: how data that is neither uint8 nor float in [0, 1] is mapped."""
 PERCENTILES = (1.0, 99.8)
 """The percentiles the ``percentile`` scaling maps to 0 and 1."""
+HISTOGRAM_BINS = 65536
 
 
 def check_dtype(dtype: np.dtype) -> np.dtype:
@@ -86,7 +87,7 @@ class Scaling:
             canonical: the ``(stack..., Y, X, C)`` view.
             layout: its layout, whose channel groups share a range.
             method: one of ``SCALINGS``, for data that is neither uint8 nor float in [0, 1]. A dask array's
-                percentiles are dask's estimate, merged from those of its chunks.
+                percentiles come from a histogram (see ``_percentiles``).
 
         Raises:
             ImageError: bad dtype or method, or NaN or infinite values.
@@ -110,7 +111,7 @@ class Scaling:
                 continue  # already the model's range
             rule = method
             if method == "percentile":
-                p_lo, p_hi = _percentiles(canonical[..., start:stop])
+                p_lo, p_hi = _percentiles(canonical[..., start:stop], lo, hi)
                 if p_hi > p_lo:
                     lo, hi = p_lo, p_hi
             offset[start:stop] = lo
@@ -186,12 +187,19 @@ def _channel_ranges(canonical: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
 
 
-def _percentiles(values: Any) -> tuple[float, float]:
-    """``PERCENTILES`` of all the values of a numpy or dask array."""
-    if hasattr(values, "compute"):
-        import dask.array as da
+def _percentiles(values: Any, low: float, high: float) -> tuple[float, float]:
+    """``PERCENTILES`` of all the values of a numpy or dask array whose values lie in [``low``, ``high``].
 
-        found = da.percentile(values.ravel().astype(np.float64), list(PERCENTILES)).compute()
-    else:
+    A dask array's come from a histogram of ``HISTOGRAM_BINS`` bins over the range, summed over its chunks in
+    one pass (dask's own percentiles of chunks, merged, were hundreds of counts off on an uneven image):
+    exact to a bin's width, which for 16-bit data is at most one count.
+    """
+    if not hasattr(values, "compute"):
         found = np.percentile(values, PERCENTILES)
+        return float(found[0]), float(found[1])
+    import dask.array as da
+
+    counts, edges = da.histogram(values, bins=HISTOGRAM_BINS, range=(low, high))
+    cumulative = np.cumsum(counts.compute()) / values.size
+    found = np.interp(np.array(PERCENTILES) / 100, cumulative, edges[1:])
     return float(found[0]), float(found[1])
