@@ -129,7 +129,7 @@ class Scaling:
         if self.rule == "unit":
             return "as is (float in [0, 1])"
         name = f"percentile {PERCENTILES[0]:g}-{PERCENTILES[1]:g}" if self.rule == "percentile" else "minmax"
-        ranges = ", ".join(f"{self.offset[s]:.4g}-{self.offset[s] + self.scale[s]:.4g}" for s, _ in groups)
+        ranges = ", ".join(f"{_number(self.offset[s])}-{_number(self.offset[s] + self.scale[s])}" for s, _ in groups)
         return f"{name}: {ranges}"
 
     def _unscaled(self, block: np.ndarray, group: tuple[int, int]) -> np.ndarray:
@@ -176,6 +176,11 @@ class Scaling:
         return out.astype(self.dtype)
 
 
+def _number(value: float) -> str:
+    """A range's end for reports: whole numbers in full (65535), others to 4 significant digits."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+
+
 def _channel_ranges(canonical: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel minimum and maximum over all other axes, as float64 numpy arrays."""
     axes = tuple(range(canonical.ndim - 1))
@@ -190,16 +195,18 @@ def _channel_ranges(canonical: Any) -> tuple[np.ndarray, np.ndarray]:
 def _percentiles(values: Any, low: float, high: float) -> tuple[float, float]:
     """``PERCENTILES`` of all the values of a numpy or dask array whose values lie in [``low``, ``high``].
 
-    A dask array's come from a histogram of ``HISTOGRAM_BINS`` bins over the range, summed over its chunks in
-    one pass (dask's own percentiles of chunks, merged, were hundreds of counts off on an uneven image):
-    exact to a bin's width, which for 16-bit data is at most one count.
+    They come from a histogram of ``HISTOGRAM_BINS`` bins over the range, within a couple of bin widths of
+    numpy's percentiles (about two counts for 16-bit data), so that a dask array, whose histogram is summed over its chunks in one pass, gets
+    the very scaling the same data gets in memory (dask's own percentiles of chunks, merged, were hundreds of
+    counts off on an uneven image).
     """
-    if not hasattr(values, "compute"):
-        found = np.percentile(values, PERCENTILES)
-        return float(found[0]), float(found[1])
-    import dask.array as da
+    if hasattr(values, "compute"):
+        import dask.array as da
 
-    counts, edges = da.histogram(values, bins=HISTOGRAM_BINS, range=(low, high))
-    cumulative = np.cumsum(counts.compute()) / values.size
+        counts, edges = da.histogram(values, bins=HISTOGRAM_BINS, range=(low, high))
+        counts = counts.compute()
+    else:
+        counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(low, high))
+    cumulative = np.cumsum(counts) / values.size
     found = np.interp(np.array(PERCENTILES) / 100, cumulative, edges[1:])
     return float(found[0]), float(found[1])

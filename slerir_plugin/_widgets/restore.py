@@ -79,9 +79,8 @@ class RestoreWidget(JobWidget):
         self._context: OutputContext | None = None
         self._run_button = PushButton(text="Run")
         self._run_button.tooltip = "Restore into a layer '<name> (restored)'; a later run replaces it."
-        self.extend(
-            [self._image, self._model, self._weights, self._device, self._tile, self._scaling, self._scope, self._plan_per]
-        )
+        self.extend([self._image, self._model, self._weights, self._device, self._tile, self._scaling])
+        self.extend([self._scope, self._plan_per])
         self._add_job_panel(self._run_button)
 
         self._run_button.changed.connect(self.run)
