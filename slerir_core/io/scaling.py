@@ -196,9 +196,9 @@ def _percentiles(values: Any, low: float, high: float) -> tuple[float, float]:
     """``PERCENTILES`` of all the values of a numpy or dask array whose values lie in [``low``, ``high``].
 
     They come from a histogram of ``HISTOGRAM_BINS`` bins over the range, within a couple of bin widths of
-    numpy's percentiles (about two counts for 16-bit data), so that a dask array, whose histogram is summed over its chunks in one pass, gets
-    the very scaling the same data gets in memory (dask's own percentiles of chunks, merged, were hundreds of
-    counts off on an uneven image).
+    numpy's percentiles (about two counts for 16-bit data), so that a dask array, whose histogram is summed
+    over its chunks in one pass, gets the very scaling the same data gets in memory (dask's own percentiles
+    of chunks, merged, were hundreds of counts off on an uneven image).
     """
     if hasattr(values, "compute"):
         import dask.array as da
