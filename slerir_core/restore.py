@@ -33,7 +33,7 @@ from slerir_core.device import autocast, free_cuda_cache, resolve_device, uses_b
 from slerir_core.errors import ImageError
 from slerir_core.heap import reuse_freed_memory
 from slerir_core.io.layout import MIN_SIDE, Layout, is_dask, make_layout, to_array
-from slerir_core.io.scaling import Scaling
+from slerir_core.io.scaling import Scaling, check_scaling
 from slerir_core.lazy import restore_lazy
 from slerir_core.model import SLERIR
 from slerir_core.plan import (
@@ -58,6 +58,7 @@ tile 64 (24 tiles), and smaller tiles save no memory worth having."""
 
 ProgressCallback = Callable[[int, int], None]
 OnPlan = Callable[[str, Plan], None]
+OnScaling = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,12 @@ class RestoreOptions:
         channels: ``"auto"`` (uint8 with 3 or 4 channels on the last axis is RGB or RGBA, every other
             multichannel image is restored one channel at a time), ``"rgb"`` (3 channels RGB, 4 RGBA)
             or ``"grey"`` (one channel at a time). Pass ``"rgb"`` for a float or 16-bit colour picture.
+        scaling: how data that is neither uint8 nor float in [0, 1] is mapped to the network's [0, 1]:
+            ``"percentile"`` (1st to 99.8th percentile of the whole array, robust to hot and dead pixels) or
+            ``"minmax"`` (its minimum and maximum); see ``slerir_core.io.scaling`` for the values beyond.
         progress: called with ``(done, total)`` tiles.
         on_plan: called with ``(what it applies to, plan)`` for each plan used, e.g. for reports.
+        on_scaling: called once per image with the scaling used, in words (``Scaling.describe``).
     """
 
     plan: Plan | None = None
@@ -93,8 +98,10 @@ class RestoreOptions:
     axes: str | None = None
     plan_per: str = "slice"
     channels: str = "auto"
+    scaling: str = "percentile"
     progress: ProgressCallback | None = None
     on_plan: OnPlan | None = None
+    on_scaling: OnScaling | None = None
 
     def report(self, done: int, total: int) -> tuple[int, int]:
         """Tell ``progress`` (if any) how far the job is; returns ``(done, total)`` for a generator to yield."""
@@ -103,7 +110,7 @@ class RestoreOptions:
         return done, total
 
 
-def _prepare(image: Any, axes: str | None, channels: str) -> tuple[Layout, Any, Scaling]:
+def _prepare(image: Any, axes: str | None, channels: str, scaling: str) -> tuple[Layout, Any, Scaling]:
     """Layout, canonical ``(stack..., Y, X, C)`` view and value scaling of an input (validated)."""
     if not is_dask(image):
         image = to_array(image)
@@ -114,7 +121,12 @@ def _prepare(image: Any, axes: str | None, channels: str) -> tuple[Layout, Any, 
             "(the network works at 1/8 of the resolution)"
         )
     canon = layout.canonical(image)
-    return layout, canon, Scaling.fit(canon, layout)
+    return layout, canon, Scaling.fit(canon, layout, scaling)
+
+
+def _tell_scaling(opts: RestoreOptions, scaling: Scaling, layout: Layout) -> None:
+    if opts.on_scaling is not None:
+        opts.on_scaling(scaling.describe(layout.groups))
 
 
 class Restorer:
@@ -228,7 +240,7 @@ class Restorer:
 
     # -- planning -------------------------------------------------------------------------------------
 
-    def plan(self, image: Any, axes: str | None = None, channels: str = "auto") -> Plan:
+    def plan(self, image: Any, axes: str | None = None, channels: str = "auto", scaling: str = "percentile") -> Plan:
         """Analyse an image once: routes, routing probabilities, degradation label and maps, prior.
 
         A 2-D image (grey, RGB, RGBA) is planned whole. A stack is planned on its middle slice and data
@@ -237,11 +249,11 @@ class Restorer:
 
         Args:
             image: numpy (or dask) array, any dtype ``restore`` takes.
-            axes, channels: as for ``restore``.
+            axes, channels, scaling: as for ``restore``.
         """
-        layout, canon, scaling = _prepare(image, axes, channels)
+        layout, canon, values = _prepare(image, axes, channels, scaling)
         index, group = middle_index(layout.stack_shape), len(layout.groups) // 2
-        return self.plan_plane(canon[index], scaling, layout.groups[group], layout.describe(index, group))
+        return self.plan_plane(canon[index], values, layout.groups[group], layout.describe(index, group))
 
     @torch.inference_mode()
     def plan_plane(self, plane: Any, scaling: Scaling, group: tuple[int, int], source: str) -> Plan:
@@ -264,20 +276,24 @@ class Restorer:
     # -- restoration ----------------------------------------------------------------------------------
 
     def restore(self, image: Any, options: RestoreOptions | None = None, **fields: Any) -> Any:
-        """Restore an image or a stack; returns an array of the same shape and dtype.
+        """Restore an image or a stack; returns an array of the same shape, dtype and type.
+
+        Float input in [0, 1] gives results in [0, 1]; other data keeps the rule of ``slerir_core.io.scaling``
+        (results within the scaling's range, except where the input lay beyond it).
 
         Args:
             image: numpy array, nested list or CPU torch tensor (2-D grey, (H, W, 3) RGB, (H, W, 4) RGBA with
                 alpha untouched, multi-channel, stacks with any leading axes), uint8, uint16 (or other
                 integers) or float; a dask array gives a lazy dask array back (restored chunk by chunk with
-                one shared plan, as ``plan_per="stack"`` restores it in memory).
+                one shared plan, as ``plan_per="stack"`` restores it in memory) and a torch tensor a CPU tensor
+                of its dtype; anything else gives a numpy array.
             options: how to restore (``RestoreOptions``); reuse one for a batch of images.
             **fields: ``RestoreOptions`` fields that replace those of ``options``, e.g. ``tile=256``,
                 ``axes="ZYX"``, ``routes=[...]``, ``plan=plan``.
 
         Raises:
             TypeError: routes, tile, overlap or batch that are not integers; an unknown option.
-            ValueError: bad routes, tile, batch, axes, channels or plan_per; empty, ragged or non-finite
+            ValueError: bad routes, tile, batch, axes, channels, scaling or plan_per; empty, ragged or non-finite
                 images, tensors that require grad, and a network whose output is not finite (``ImageError``).
         """
         steps = self.restore_steps(image, options, **fields)
@@ -298,13 +314,17 @@ class Restorer:
         """
         opts = self.resolve_options(options, **fields)
         if is_dask(image):
-            return restore_lazy(self, *_prepare(image, opts.axes, opts.channels), opts)
+            layout, canon, scaling = _prepare(image, opts.axes, opts.channels, opts.scaling)
+            _tell_scaling(opts, scaling, layout)
+            return restore_lazy(self, layout, canon, scaling, opts)
         with reuse_freed_memory():
-            return (yield from self._restore_array(image, opts))
+            restored = yield from self._restore_array(image, opts)
+        return torch.from_numpy(restored) if isinstance(image, torch.Tensor) else restored
 
     def _restore_array(self, image: Any, opts: RestoreOptions) -> Generator[tuple[int, int], None, Any]:
         array = to_array(image)
-        layout, canon, scaling = _prepare(array, opts.axes, opts.channels)
+        layout, canon, scaling = _prepare(array, opts.axes, opts.channels, opts.scaling)
+        _tell_scaling(opts, scaling, layout)
         out = np.empty(array.shape, array.dtype)
         out_canon = layout.canonical(out)
         grid = TileGrid.build(layout.height, layout.width, opts.tile, opts.overlap)
@@ -339,6 +359,7 @@ class Restorer:
             ValueError: naming the bad option.
         """
         opts = replace(options or RestoreOptions(), **fields)
+        check_scaling(opts.scaling)
         if opts.plan_per not in PLAN_PER:
             raise ValueError(f"plan_per must be one of {PLAN_PER}, not {opts.plan_per!r}")
         routes = None if opts.routes is None else check_routes(opts.routes, self.config.num_experts)
@@ -424,8 +445,10 @@ class Restorer:
             yield len(chunk)
             next_top = tiles[done][0][0][0] if done < len(tiles) else region[2]
             first, final = band.take(next_top)
+            top = first - origin[0]
+            raw = source[top : top + len(final), region[1] - origin[1] : region[3] - origin[1]]
             out[first - region[0] : first - region[0] + len(final), :, group[0] : group[1]] = scaling.from_unit(
-                final, group
+                final, group, raw
             )
 
     def _region_tiles(self, grid: TileGrid, region: tuple[int, int, int, int]) -> list[tuple[Span, Span]]:

@@ -180,16 +180,18 @@ class SharedState:
 
     # -- plans -----------------------------------------------------------------------------------------
 
-    def cached_plan(self, image: Any, axes: str | None, spec: ModelSpec | None = None) -> Plan:
-        """The plan of ``image``, computed once per model and image content (worker thread)."""
+    def cached_plan(
+        self, image: Any, axes: str | None, spec: ModelSpec | None = None, scaling: str = "percentile"
+    ) -> Plan:
+        """The plan of ``image``, computed once per model, image content and value scaling (worker thread)."""
         spec = spec or self._spec
         restorer = self.restorer(spec)
-        key = (spec, image_fingerprint(image), axes)
+        key = (spec, image_fingerprint(image), axes, scaling)
         with self._lock:
             if key in self._plans:
                 self._plans.move_to_end(key)
                 return self._plans[key]
-        plan = restorer.plan(image, axes=axes, channels=channels_option(axes))
+        plan = restorer.plan(image, axes=axes, channels=channels_option(axes), scaling=scaling)
         with self._lock:
             self._plans[key] = plan
             while len(self._plans) > self._max_plans:

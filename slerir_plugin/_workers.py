@@ -131,6 +131,7 @@ class RestoreJob:
             for the router's choice on this image (resolved with the image's plan).
         tile: tile size; ``None`` uses the model's default.
         plan_per: ``"slice"`` routes every slice of a stack by its own plan, ``"stack"`` plans once.
+        scaling: ``"percentile"`` or ``"minmax"``, as ``RestoreOptions.scaling``.
         route_image: the image whose plan fills in ``None`` ("auto") routes; default ``image``. A preview
             of a crop passes the whole slice here, so "auto" means what the router picks for the slice.
         torch_threads: torch threads in the worker; default all usable cores.
@@ -142,6 +143,7 @@ class RestoreJob:
     routes: tuple[int | None, ...] | None = None
     tile: int | None = None
     plan_per: str = "slice"
+    scaling: str = "percentile"
     route_image: Any = None
     torch_threads: int | None = None
 
@@ -226,7 +228,7 @@ def restore_job(job: RestoreJob) -> Generator[Update, None, RestoreResult | Fail
             # "auto" stages follow the router on the route image (the whole slice, for a preview of a crop).
             yield Status("Analysing the image…")
             source = image if job.route_image is None else np.asarray(job.route_image)
-            route_plan = STATE.cached_plan(source, job.axes[len(job.axes) - source.ndim :], job.spec)
+            route_plan = STATE.cached_plan(source, job.axes[len(job.axes) - source.ndim :], job.spec, job.scaling)
             yield Planned(route_plan)
             manual = tuple(resolve_routes(manual, route_plan))
         if single or job.plan_per == "stack":
@@ -234,7 +236,7 @@ def restore_job(job: RestoreJob) -> Generator[Update, None, RestoreResult | Fail
                 plan = route_plan
             else:
                 yield Status("Analysing the image…")
-                plan = STATE.cached_plan(image, job.axes, job.spec)
+                plan = STATE.cached_plan(image, job.axes, job.spec, job.scaling)
                 if manual is None:
                     yield Planned(plan)
         routes = [int(m) for m in manual] if manual is not None else None
@@ -253,6 +255,7 @@ def restore_job(job: RestoreJob) -> Generator[Update, None, RestoreResult | Fail
             axes=job.axes,
             plan_per=job.plan_per,
             channels=channels_option(job.axes),
+            scaling=job.scaling,
             on_plan=on_plan,
         )
         data = yield from _drive(steps)

@@ -41,6 +41,7 @@ from slerir_core.errors import ConfigError, ImageError, WeightsError
 from slerir_core.heap import reuse_freed_memory
 from slerir_core.io.files import IMAGE_SUFFIXES, MAX_PIXELS_ENV, pixel_limit, read_image_file, write_image
 from slerir_core.io.layout import CHANNEL_OPTIONS, describe_channels, infer_axes, make_layout
+from slerir_core.io.scaling import SCALINGS
 from slerir_core.plan import Plan
 from slerir_core.restore import PLAN_PER, RestoreOptions, Restorer
 
@@ -86,6 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "grey: always one channel at a time",
     )
     parser.add_argument(
+        "--scaling",
+        choices=SCALINGS,
+        default="percentile",
+        help="how data that is neither 8-bit nor float in [0, 1] is scaled for the network: percentile: its 1st "
+        "to 99.8th percentile (hot and dead pixels keep their values); minmax: its minimum and maximum "
+        "(default: percentile)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="restore inputs whose outputs exist again (default: skip them)"
     )
     parser.add_argument(
@@ -110,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
         pixel_limit(args.max_pixels)
         restorer = build_restorer(args)
         routes = parse_routes(args.routes)
-        options = restorer.resolve_options(routes=routes, tile=args.tile, overlap=args.overlap, plan_per=args.plan_per)
+        options = restorer.resolve_options(
+            routes=routes, tile=args.tile, overlap=args.overlap, plan_per=args.plan_per, scaling=args.scaling
+        )
     except (WeightsError, ConfigError, ImageError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -331,6 +342,7 @@ def restore_file(
         array.shape[:-1] if grey_alpha else array.shape, "YX" if grey_alpha else axes, channels, array.dtype
     )
     plans: list[tuple[str, Plan]] = []
+    scalings: list[str] = []
     start = time.perf_counter()
     with tqdm(unit="tile", leave=False, disable=args.quiet, desc=source.name) as bar:
         restored = restorer.restore(
@@ -340,6 +352,7 @@ def restore_file(
             axes=layout.axes,
             channels=channels,
             on_plan=lambda what, plan: plans.append((what, plan)),
+            on_scaling=scalings.append,
         )
     if grey_alpha:
         restored = np.stack([restored, array[..., 1]], axis=-1)
@@ -359,6 +372,7 @@ def restore_file(
                     "output": str(target),
                     "axes": axes,
                     "channels": channels_text,
+                    "scaling": scalings[0],
                     "tile": options.tile,
                     "overlap": options.overlap,
                     "plan_per": args.plan_per,
@@ -371,7 +385,7 @@ def restore_file(
     label = f", {first.label} ({first.confidence:.0%})" if first.label else ""
     more = f" (+{len(plans) - 1} more plans)" if len(plans) > 1 else ""
     return (
-        f"{array.shape} {array.dtype} {axes}, channels: {channels_text}, {seconds:.1f} s, "
+        f"{array.shape} {array.dtype} {axes}, channels: {channels_text}, scaling: {scalings[0]}, {seconds:.1f} s, "
         f"routes {','.join(map(str, first.routes))}{more}{label}"
     )
 

@@ -51,7 +51,8 @@ class ImageFile:
 
     Attributes:
         array: the pixels.
-        axes: what the file says its axes are (``S`` samples become ``C``); ``None`` when unknown.
+        axes: what the file says its axes are (``S`` samples become ``C``, unknown stack axes ``Z`` and
+            ``T``: see ``name_unknown_axes``); ``None`` when unknown.
         colour: the file stores its channels as colour (PNG, JPEG, TIFF with RGB photometric).
         calibration: pixel sizes and resolution, for ``write_image``.
     """
@@ -62,6 +63,8 @@ class ImageFile:
     calibration: Calibration = field(default_factory=Calibration)
 
 
+_UNKNOWN_AXES = "QI"
+"""tifffile's letters for an axis whose meaning the file does not say."""
 # ImageJ metadata that describes the array itself: tifffile writes it from the data and the axes.
 _IMAGEJ_STRUCTURE = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack", "axes"}
 _OME_PIXELS = tuple(
@@ -199,10 +202,27 @@ def _read_tiff(path: Path) -> ImageFile:
         calibration = _tiff_calibration(tif, page)
     if "S" in axes and "C" not in axes:
         axes = axes.replace("S", "C")
+    axes = name_unknown_axes(axes)
     try:
         return ImageFile(array, check_axes(axes, array.shape), colour, calibration)
     except ImageError:
         return ImageFile(array, None, colour, calibration)  # metadata we cannot use: let the shape decide
+
+
+def name_unknown_axes(axes: str) -> str:
+    """TIFF axes with tifffile's letters for an axis of unknown meaning named as plain stacks are.
+
+    tifffile calls the leading axis of a stack written without axes ``Q`` (unknown) or ``I`` (a sequence of
+    images): a plain 3-D stack reads as ``QYX``. These become ``Z`` and then ``T``, from the axis nearest
+    to Y and X outwards, as ``infer_axes`` names them (3-D stacks are ``ZYX``, 4-D ``TZYX``); letters the
+    file names already are kept, and unknown axes beyond those two keep their letter.
+    """
+    free = [a for a in "ZT" if a not in axes]
+    named = list(axes)
+    for i in reversed(range(len(named))):
+        if named[i] in _UNKNOWN_AXES and free:
+            named[i] = free.pop(0)
+    return "".join(named)
 
 
 def _tiff_calibration(tif: Any, page: Any) -> Calibration:

@@ -28,6 +28,7 @@ WEIGHTS_FILE = "weights file…"
 DEVICES = ("auto", "cpu", "cuda", *(("mps",) if sys.platform == "darwin" else ()))
 CURRENT_SLICE, WHOLE_STACK = "current slice", "whole stack"
 PLAN_PER_SLICE, PLAN_ONCE = "per slice", "once for the stack"
+SCALING_CHOICES = [("robust (1st-99.8th percentile)", "percentile"), ("minimum-maximum", "minmax")]
 TILE_DEFAULT, TILE_WHOLE = 0, -1
 TILE_CHOICES = [
     ("model default", TILE_DEFAULT),
@@ -50,6 +51,7 @@ class RestoreWidget(JobWidget):
         _tile: tile size in pixels, ``TILE_DEFAULT`` (the model's) or ``TILE_WHOLE`` (no tiling).
         _scope: ``current slice`` or ``whole stack`` (stacks only).
         _plan_per: ``per slice`` or ``once for the stack`` (whole stacks only).
+        _scaling: ``percentile`` or ``minmax``, how data other than 8-bit or float in [0, 1] is scaled.
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -68,10 +70,17 @@ class RestoreWidget(JobWidget):
             "per slice: every slice is routed by its own analysis. once: one analysis "
             "routes the whole stack, so all slices take the same expert path."
         )
+        self._scaling = ComboBox(label="Scaling", choices=SCALING_CHOICES, value="percentile")
+        self._scaling.tooltip = (
+            "How 16-bit and other data (not 8-bit, not float in [0, 1]) is scaled for the network. robust: its "
+            "1st to 99.8th percentile, so hot and dead pixels keep their values and do not squeeze the signal. "
+            "minimum-maximum: the data's whole range."
+        )
         self._context: OutputContext | None = None
         self._run_button = PushButton(text="Run")
         self._run_button.tooltip = "Restore into a layer '<name> (restored)'; a later run replaces it."
-        self.extend([self._image, self._model, self._weights, self._device, self._tile, self._scope, self._plan_per])
+        self.extend([self._image, self._model, self._weights, self._device, self._tile, self._scaling])
+        self.extend([self._scope, self._plan_per])
         self._add_job_panel(self._run_button)
 
         self._run_button.changed.connect(self.run)
@@ -151,9 +160,14 @@ class RestoreWidget(JobWidget):
             geo,
             index,
             output_properties(layer, index),
-            extra_metadata={"tile": self.tile, "plan_per": plan_per, "scope": WHOLE_STACK if whole else CURRENT_SLICE},
+            extra_metadata={
+                "tile": self.tile,
+                "plan_per": plan_per,
+                "scaling": self._scaling.value,
+                "scope": WHOLE_STACK if whole else CURRENT_SLICE,
+            },
         )
-        job = RestoreJob(data, axes, STATE.spec, tile=self.tile, plan_per=plan_per)
+        job = RestoreJob(data, axes, STATE.spec, tile=self.tile, plan_per=plan_per, scaling=self._scaling.value)
         self._start(restore_job, job)
 
     def _handle_plan(self, plan: object) -> None:

@@ -212,3 +212,20 @@ def test_out_of_memory_is_an_error_notification(restore_widget, rgb_image, monke
     assert widget.status.startswith("Error: Out of GPU memory") and "photo (restored)" not in viewer.layers
     assert any("Out of GPU memory" in str(n.message) for n in notifications)
     assert widget._run_button.enabled
+
+
+def test_the_scaling_option_reaches_the_restoration_and_is_recorded(restore_widget, wait_job):
+    viewer, widget = restore_widget
+    counts = (100 + np.random.default_rng(0).poisson(500, (48, 48))).astype(np.uint16)
+    counts[5, 5] = 65535  # a hot pixel: it decides the minimum-maximum range, not the percentiles
+    layer = viewer.add_image(counts, name="camera")
+    widget._image.value = layer
+    results = {}
+    for scaling in ("percentile", "minmax"):
+        widget._scaling.value = scaling
+        widget.run()
+        wait_job(widget)
+        out = viewer.layers["camera (restored)"]
+        assert out.metadata["slerir"]["scaling"] == scaling
+        results[scaling] = np.array(out.data)
+    assert not np.array_equal(results["percentile"], results["minmax"])

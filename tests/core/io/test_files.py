@@ -15,7 +15,7 @@ import tifffile
 from PIL import Image
 
 from slerir_core.errors import ImageError
-from slerir_core.io.files import Calibration, read_image, read_image_file, write_image
+from slerir_core.io.files import Calibration, name_unknown_axes, read_image, read_image_file, write_image
 
 
 @pytest.mark.parametrize(
@@ -248,3 +248,15 @@ def test_missing_and_unsupported_files_raise_image_error(tmp_path):
     (tmp_path / "x.gif").write_bytes(b"GIF89a")
     with pytest.raises(ImageError, match="unsupported"):
         read_image(tmp_path / "x.gif")
+
+
+@pytest.mark.parametrize(("shape", "axes"), [((5, 24, 24), "ZYX"), ((5, 24, 24, 3), "ZYXC"), ((2, 5, 24, 24), "TZYX")])
+def test_stacks_tifffile_writes_without_axes_read_as_the_shape_says(tmp_path, shape, axes):
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros(shape, np.uint16))
+    assert read_image(tmp_path / "s.tif")[1] == axes
+
+
+def test_unknown_axes_take_z_then_t_and_named_ones_stay():
+    assert name_unknown_axes("QYX") == "ZYX" and name_unknown_axes("IQYX") == "TZYX"
+    assert name_unknown_axes("TQYX") == "TZYX" and name_unknown_axes("ZCYX") == "ZCYX"
+    assert name_unknown_axes("QQQYX") == "QTZYX"
