@@ -260,8 +260,8 @@ def restore_job(job: RestoreJob) -> Generator[Update, None, RestoreResult | Fail
             data = data.compute()
         used = routes if routes is not None else (list(plan.routes) if plan is not None else None)
         shown = plan or route_plan
-        if shown is not None and routes is not None:
-            shown = shown.with_routes(routes)  # the router decided nothing: the verdict is "manual"
+        if shown is not None and routes is not None and any(r is not None for r in job.routes or ()):
+            shown = shown.with_routes(routes)  # a stage set by hand: the router's label no longer applies
         return RestoreResult(data, used, shown, time.perf_counter() - start, info, used_plans)
     except Exception as err:
         failed = _failure(err)
