@@ -37,6 +37,33 @@ PLAN_SIDE = 1024
 """Longest side of the view a plan is computed on (the extractors see 32-224 px views anyway)."""
 
 
+def confident_above(tasks: int) -> float:
+    """The task probability from which a label is given as such: halfway from chance (``1 / tasks``) to
+    certainty. 0.57 for the shipped model's seven tasks, 0.75 for two; below it two or more tasks share
+    the probability and the label says so."""
+    return (1.0 + 1.0 / tasks) / 2.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a plan may honestly say about the image's degradation, in one place for the CLI, the JSON
+    report and the plugin.
+
+    Attributes:
+        kind: ``"label"`` (a confident task), ``"uncertain"`` (no task stands out), ``"outside"`` (the
+            image lies outside what the model was trained on), ``"manual"`` (routes set by hand: the
+            router decided nothing) or ``"none"`` (the model has no task prototypes).
+        text: the verdict in words, e.g. ``"noise (81%)"``, ``"uncertain (noise 35%, rain 24%)"``,
+            ``"outside training (grey image)"``, ``"manual"``.
+    """
+
+    kind: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def as_integer(what: str, value: Any) -> int:
     """``value`` as an int; floats (even 2.0), bools and strings are refused rather than truncated or cast.
 
@@ -81,6 +108,7 @@ class Plan:
         task_map: (T, g, g) task probabilities of each crop, when the model has task prototypes.
         source: what the plan was computed on (``"image"``, ``"Z=12"``, ...).
         manual_routes: the routes were set by hand, not by the router.
+        grey: the image was one channel, which the network saw repeated over its three.
     """
 
     routes: list[int]
@@ -93,15 +121,19 @@ class Plan:
     task_map: np.ndarray | None = None
     source: str = "image"
     manual_routes: bool = False
+    grey: bool = False
 
     @classmethod
-    def from_analysis(cls, info: dict[str, torch.Tensor], source: str, tasks: Sequence[str]) -> Plan:
+    def from_analysis(
+        cls, info: dict[str, torch.Tensor], source: str, tasks: Sequence[str], grey: bool = False
+    ) -> Plan:
         """The plan of one image from ``SLERIR.analyse`` output for a batch of one.
 
         Args:
             info: the analysis.
             source: what it was computed on.
             tasks: the names of the model's trained task prototypes; empty when it has none (no label).
+            grey: the image was one channel (grey, or one channel of multichannel data).
         """
 
         def numpy(key: str) -> np.ndarray:
@@ -124,6 +156,7 @@ class Plan:
             task_probs=task_probs,
             task_map=task_map,
             source=source,
+            grey=grey,
         )
 
     @property
@@ -144,12 +177,38 @@ class Plan:
         """
         return replace(self, routes=check_routes(routes, self.num_experts), manual_routes=True)
 
+    def verdict(self) -> Verdict:
+        """What may be said of the image's degradation, checked in this order:
+
+        - manual routes: ``manual``; the router's label would describe a choice nobody followed;
+        - no task prototypes: no label at all;
+        - a grey image: ``outside training``. The network sees grey as three equal channels, and no model
+          trained here has seen equal channels with their degradation: its clean images are colour
+          (dead-leaves pictures) or photographs whose grey ones are repeated to RGB, and every noise is drawn
+          for each channel on its own. Grey images were labelled ``haze`` at 99% whatever their degradation;
+        - a top task probability below ``confident_above(tasks)``: ``uncertain``, with the two likeliest;
+        - otherwise the label and its probability.
+        """
+        if self.manual_routes:
+            return Verdict("manual", "manual")
+        if self.label is None or self.confidence is None:
+            return Verdict("none", "none (the model has no task labels)")
+        if self.grey:
+            return Verdict("outside", "outside training (grey image)")
+        if self.confidence < confident_above(len(self.task_probs)):
+            likeliest = sorted(self.task_probs.items(), key=lambda item: item[1], reverse=True)[:2]
+            return Verdict("uncertain", f"uncertain ({', '.join(f'{name} {p:.0%}' for name, p in likeliest)})")
+        return Verdict("label", f"{self.label} ({self.confidence:.0%})")
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (everything but the prior)."""
+        verdict = self.verdict()
         return {
             "source": self.source,
             "routes": list(self.routes),
             "manual_routes": self.manual_routes,
+            "grey": self.grey,
+            "verdict": {"kind": verdict.kind, "text": verdict.text},
             "stages": list(STAGES),
             "probs": np.round(self.probs, 4).tolist(),
             "label": self.label,

@@ -45,7 +45,7 @@ from slerir_core.plan import (
     planning_view,
     routing_mosaic,
 )
-from slerir_core.tiling import TileGrid, meets
+from slerir_core.tiling import SmallTileWarning, TileGrid, meets, small_tile_note
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "slerir-compact.safetensors"
 DEFAULT_CONFIG = "compact"
@@ -265,7 +265,7 @@ class Restorer:
         with autocast(self.device, self.bf16):
             info = self.model.analyse(self._tensor(x), routing_view=None if routing is None else self._tensor(routing))
         tasks = self.config.tasks if bool(self.model.task_prototypes.any()) else ()
-        return Plan.from_analysis(info, source, tasks)
+        return Plan.from_analysis(info, source, tasks, grey=group[1] - group[0] == 1)
 
     def _tensor(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 1 or 3) float32 -> (1, 3, H, W) on the device, grey repeated over the three channels."""
@@ -328,6 +328,11 @@ class Restorer:
         out = np.empty(array.shape, array.dtype)
         out_canon = layout.canonical(out)
         grid = TileGrid.build(layout.height, layout.width, opts.tile, opts.overlap)
+        default = self.resolve_options(replace(opts, tile=None, overlap=None))
+        note = small_tile_note(layout.height, layout.width, (opts.tile, opts.overlap), (default.tile, default.overlap))
+        if note is not None:
+            # restore -> restore_steps -> this generator: the caller of restore is four frames up.
+            warnings.warn(note, SmallTileWarning, stacklevel=4)
         total = math.prod(layout.stack_shape) * len(layout.groups) * len(grid)
         done = 0
         yield opts.report(done, total)

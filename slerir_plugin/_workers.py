@@ -262,7 +262,10 @@ def restore_job(job: RestoreJob) -> Generator[Update, None, RestoreResult | Fail
         if is_dask(data):  # a dask layer: compute here, in the worker, not on the main thread
             data = data.compute()
         used = routes if routes is not None else (list(plan.routes) if plan is not None else None)
-        return RestoreResult(data, used, plan or route_plan, time.perf_counter() - start, info, used_plans)
+        shown = plan or route_plan
+        if shown is not None and routes is not None and any(r is not None for r in job.routes or ()):
+            shown = shown.with_routes(routes)  # a stage set by hand: the router's label no longer applies
+        return RestoreResult(data, used, shown, time.perf_counter() - start, info, used_plans)
     except Exception as err:
         failed = _failure(err)
         if failed is None:

@@ -322,7 +322,16 @@ def _loop(
         trainee.route_targets,
     )
     captured = CapturedStep(train_step, capture=capturing(tcfg, rt))
-    bar = tqdm(total=job.stop_at, initial=start, disable=not rt.primary, dynamic_ncols=True, desc=f"phase {job.phase}")
+    # The bar only on a terminal: in a log file its redraws would bury the other lines; a line per logged
+    # step says the same there.
+    on_terminal = sys.stderr.isatty()
+    bar = tqdm(
+        total=job.stop_at,
+        initial=start,
+        disable=not rt.primary or not on_terminal,
+        dynamic_ncols=True,
+        desc=f"phase {job.phase}",
+    )
     logs: dict[str, float] = {}
     step, out_of_time, logged_step = start, False, start
     tick = logged_at = time.perf_counter()
@@ -374,6 +383,11 @@ def _loop(
             logs["img_per_s"] = crops_per_step * (step - logged_step) / max(now - logged_at, 1e-9)
             logged_step, logged_at = step, now
             bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", img_s=f"{logs['img_per_s']:.1f}")
+            if not on_terminal:
+                log.print(
+                    f"phase {job.phase} step {step}/{job.stop_at}: loss {logs['loss']:.4f}, lr {logs['lr']:.2e}, "
+                    f"{logs['img_per_s']:.1f} img/s"
+                )
             log.row("train_log", {"step": step, "epoch": step / job.steps_per_epoch, **logs}, step)
         if step % tcfg.checkpoint_every == 0 or step == job.stop_at or out_of_time:
             _checkpoint(job, rt, trainee, step)

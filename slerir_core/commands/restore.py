@@ -44,6 +44,7 @@ from slerir_core.io.layout import CHANNEL_OPTIONS, describe_channels, infer_axes
 from slerir_core.io.scaling import SCALINGS
 from slerir_core.plan import Plan
 from slerir_core.restore import PLAN_PER, RestoreOptions, Restorer
+from slerir_core.tiling import SmallTileWarning
 
 OUTPUT_STEM = re.compile(r"_(restored|degradation_map|routes)$")
 """Stems of the files this command writes, which folders and globs leave out."""
@@ -109,7 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write <stem>_degradation_map, <stem>_routes images and a <stem>_report.json",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars (they are drawn only when stderr is a terminal)"
+    )
     add_model_arguments(parser)
 
 
@@ -172,7 +175,7 @@ def restore_jobs(
     """Restore each (source, target) job, reporting as it goes; returns (restored, failed) counts."""
     failed, restored = 0, 0
     for number, (source, target) in enumerate(
-        tqdm(jobs, unit="file", disable=args.quiet or len(jobs) < 2, desc="files")
+        tqdm(jobs, unit="file", disable=not show_progress(args) or len(jobs) < 2, desc="files")
     ):
         try:
             report = restore_file(restorer, source, target, args, options)
@@ -344,7 +347,11 @@ def restore_file(
     plans: list[tuple[str, Plan]] = []
     scalings: list[str] = []
     start = time.perf_counter()
-    with tqdm(unit="tile", leave=False, disable=args.quiet, desc=source.name) as bar:
+    with (
+        tqdm(unit="tile", leave=False, disable=not show_progress(args), desc=source.name) as bar,
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
         restored = restorer.restore(
             array[..., 0] if grey_alpha else array,
             options,
@@ -354,6 +361,9 @@ def restore_file(
             on_plan=lambda what, plan: plans.append((what, plan)),
             on_scaling=scalings.append,
         )
+    for warning in caught:
+        kind = "note" if issubclass(warning.category, SmallTileWarning) else "warning"
+        tqdm.write(f"{kind}: {source}: {warning.message}", file=sys.stderr)
     if grey_alpha:
         restored = np.stack([restored, array[..., 1]], axis=-1)
     seconds = time.perf_counter() - start
@@ -382,12 +392,17 @@ def restore_file(
     except OSError as err:  # numpy reports a short write on a full disk without an errno
         raise OutputError(f"cannot write {target}: {err.strerror or err}") from err
     first = plans[0][1]
-    label = f", {first.label} ({first.confidence:.0%})" if first.label else ""
     more = f" (+{len(plans) - 1} more plans)" if len(plans) > 1 else ""
     return (
         f"{array.shape} {array.dtype} {axes}, channels: {channels_text}, scaling: {scalings[0]}, {seconds:.1f} s, "
-        f"routes {','.join(map(str, first.routes))}{more}{label}"
+        f"routes {','.join(map(str, first.routes))}{more}, label: {first.verdict()}"
     )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal: in a pipeline or a log file their carriage returns would run into
+    the result lines (tqdm draws on stderr)."""
+    return not args.quiet and sys.stderr.isatty()
 
 
 def is_grey_alpha_png(source: Path, array: np.ndarray) -> bool:

@@ -90,6 +90,7 @@ def write_restored(viewer: napari.Viewer, ctx: OutputContext, result: RestoreRes
         "routes_per_plan": result.routes_per_plan,
         "label": None if plan is None else plan.label,
         "confidence": None if plan is None or plan.confidence is None else float(plan.confidence),
+        "verdict": None if plan is None else plan.verdict().text,
         "weights": result.info.name,
         "model": result.info.description,
         "device": result.info.device,

@@ -26,7 +26,8 @@ class DegradationMapWidget(JobWidget):
     """Per-degradation probability maps of the current slice, from the router's 4×4 crop analysis.
 
     Each map becomes an image layer ``<name> map: <degradation>`` (colormapped, semi-transparent, on top
-    of the input); the widget shows the whole-image label and confidence. Models trained with task labels
+    of the input); the widget shows the whole image's verdict (``Plan.verdict``: a label and its confidence, or
+    uncertain, or outside training). Models trained with task labels
     give one map per task; untrained ones one per expert (``expert 1 .. C``), the crops' soft assignment to
     the expert centres.
 
@@ -48,7 +49,10 @@ class DegradationMapWidget(JobWidget):
         self._show_button = PushButton(text="Show maps")
         self._show_button.tooltip = "Analyse the current slice and add one probability map per degradation."
         self._label = Label(label="Verdict", value="–")
-        self._label.tooltip = "The whole image's degradation and the model's confidence in it."
+        self._label.tooltip = (
+            "The whole image's degradation and the model's confidence in it; 'uncertain' when no task stands out, "
+            "'outside training' for a grey image (three equal channels, unlike the training data)."
+        )
         self._label.native.setWordWrap(True)
         self._summary = Label(label="Maps", value="")
         self._summary.native.setWordWrap(True)
@@ -122,8 +126,9 @@ class DegradationMapWidget(JobWidget):
         STATE.announce_plan(source, plan)
         # Keep the input selected, so the other widgets and the layer controls stay on it.
         self._viewer.layers.selection.active = self._viewer.layers[source]
-        if plan.label:
-            self._label.value = f"{plan.label} (confidence {float(plan.confidence):.2f})"
+        verdict = plan.verdict()
+        if verdict.kind != "none":
+            self._label.value = verdict.text
         else:
             # No task prototypes (untrained model): say how sure the router is instead, mean max probability.
             certainty = float(np.asarray(plan.probs).max(axis=-1).mean())

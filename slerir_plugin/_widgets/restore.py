@@ -175,6 +175,6 @@ class RestoreWidget(JobWidget):
 
     def _handle_result(self, result: RestoreResult) -> None:
         layer = write_restored(self._viewer, self._context, result)
-        label = result.plan.label if result.plan is not None else None
-        what = f" — degradation: {label}" if label else ""
+        verdict = None if result.plan is None else result.plan.verdict()
+        what = f" — label: {verdict}" if verdict is not None and verdict.kind != "none" else ""
         self._status.value = f"Done in {seconds(result.seconds)} → '{layer.name}'{what}.{untrained_note(result.info)}"

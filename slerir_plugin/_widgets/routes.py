@@ -244,8 +244,7 @@ class RoutesWidget(JobWidget):
     def _handle_result(self, result: PlanResult | RestoreResult) -> None:
         if isinstance(result, PlanResult):
             STATE.announce_plan(self._analysed, result.plan)
-            label = result.plan.label or "no task labels (untrained model)"
-            self._status.value = f"Router's choice shown. Degradation: {label}."
+            self._status.value = f"Router's choice shown. Label: {result.plan.verdict()}."
             return
         layer = write_restored(self._viewer, self._context, result)
         experts = " ".join(str(r + 1) for r in result.routes or [])

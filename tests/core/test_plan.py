@@ -15,7 +15,7 @@ from slerir_core.io.layout import make_layout
 from slerir_core.io.scaling import Scaling
 from slerir_core.model import SLERIR
 from slerir_core.model.extractors import window_starts, windows
-from slerir_core.plan import PLAN_SIDE, Plan, planning_view, routing_mosaic
+from slerir_core.plan import PLAN_SIDE, Plan, confident_above, planning_view, routing_mosaic
 from slerir_core.restore import Restorer
 
 
@@ -146,3 +146,47 @@ def test_integer_routes_of_any_kind_are_taken(restorer):
 def test_a_route_list_of_the_wrong_length_says_how_many_it_got(restorer):
     with pytest.raises(ValueError, match=r"routes need 8 expert indices \(.*\), got 2: \[1, 3\]$"):
         restorer.restore(np.zeros((8, 8), np.uint8), routes=[1, 3])
+
+
+def test_a_label_is_given_from_halfway_between_chance_and_certainty():
+    assert confident_above(7) == pytest.approx(4 / 7) and confident_above(2) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(
+    ("changes", "kind", "text"),
+    [
+        ({}, "label", "noise (80%)"),
+        ({"label": None, "confidence": None, "task_probs": {}}, "none", "none (the model has no task labels)"),
+        ({"confidence": 0.5, "task_probs": {"noise": 0.5, "rain": 0.3, "haze": 0.2}}, "uncertain", None),
+        ({"grey": True}, "outside", "outside training (grey image)"),
+        ({"grey": True, "manual_routes": True}, "manual", "manual"),
+    ],
+)
+def test_the_verdict_is_the_label_only_when_it_is_confident_in_a_colour_image_the_router_routed(
+    restorer, changes, kind, text
+):
+    confident = {"label": "noise", "confidence": 0.8, "task_probs": {"noise": 0.8, "rain": 0.15, "haze": 0.05}}
+    plan = dataclasses.replace(restorer.plan(smooth_rgb(48), channels="rgb"), **{**confident, **changes})
+    verdict = plan.verdict()
+    assert verdict.kind == kind and plan.summary()["verdict"] == {"kind": kind, "text": verdict.text}
+    if text is not None:
+        assert verdict.text == text
+    else:  # the two likeliest tasks, so the reader sees what the model hesitates between
+        assert verdict.text == "uncertain (noise 50%, rain 30%)"
+
+
+def test_a_grey_image_is_planned_as_grey_and_its_verdict_is_outside_training():
+    torch.manual_seed(0)
+    config = dataclasses.replace(load_config("tiny"), tasks=("noise", "blur"))
+    model = SLERIR(config)
+    image = smooth_rgb(48)
+    with torch.no_grad():
+        f = model.analyse(torch.from_numpy(image.transpose(2, 0, 1))[None])["embeddings"]
+        model.task_prototypes.copy_(torch.stack([f[0], -f[0]]))
+    restorer = Restorer(model)
+    colour = restorer.plan(image, channels="rgb")
+    assert not colour.grey and colour.verdict().kind == "label" and colour.verdict().text.startswith("noise (")
+    grey = restorer.plan(image.mean(axis=-1))
+    assert grey.grey and grey.label is not None and grey.verdict().text == "outside training (grey image)"
+    channels = restorer.plan(image, axes="YXC", channels="grey")  # each channel is a grey image to the network
+    assert channels.grey and channels.verdict().kind == "outside"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -19,7 +20,7 @@ from slerir_core.device import free_memory, native_bf16, resolve_device
 from slerir_core.errors import ImageError, WeightsError
 from slerir_core.model import SLERIR
 from slerir_core.restore import RestoreOptions, Restorer
-from slerir_core.tiling import TileGrid
+from slerir_core.tiling import SmallTileWarning, TileGrid
 
 # Tiled and untiled results differ because MDTA attends over all pixels of what it is given (a tile or the
 # image): measured mean |difference| ~0.015 of the range for the untrained tiny model, whose output differs
@@ -424,3 +425,15 @@ def test_a_network_that_outputs_nan_raises_instead_of_returning_zeros(image):
         restorer.restore(image, routes=[0] * 8, tile=0)
     with pytest.raises(ImageError, match="NaN or infinite"):
         restorer.restore(da.from_array(image[None]), routes=[0] * 8, tile=0).compute()
+
+
+def test_a_small_tile_warns_with_its_cost_at_the_callers_line(restorer):
+    image = smooth_rgb(128)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SmallTileWarning)
+        restorer.restore(image, tile=64, channels="rgb")  # the tiny config's own tile: no more passes than usual
+    torch.manual_seed(0)
+    larger = Restorer(SLERIR(dataclasses.replace(load_config("tiny"), tile=256, overlap=32)), device="cpu")
+    with pytest.warns(SmallTileWarning, match="into 9 tiles.* against 1 with the default tile 256") as caught:
+        larger.restore(image, tile=64, overlap=16, channels="rgb")
+    assert caught[0].filename == __file__  # points at the call, not into the restorer

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from slerir_core.tiling import TileGrid, blend_weights, meets, tile_spans
+from slerir_core.tiling import SMALL_TILE, TileGrid, blend_weights, meets, small_tile_note, tile_spans
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,14 @@ def test_tile_zero_means_one_piece():
 def test_meets_is_overlap_of_half_open_ranges():
     assert meets((10, 20), 19, 30) and meets((10, 20), 0, 11) and meets((10, 20), 12, 15)
     assert not meets((10, 20), 20, 30) and not meets((10, 20), 0, 10)
+
+
+def test_a_small_tile_gets_a_note_with_its_tiles_against_the_defaults():
+    note = small_tile_note(256, 256, (128, 32), (512, 32))
+    assert note == (
+        "tile 128 cuts each 256x256 plane into 9 tiles, each a pass of the network, against 1 with the default "
+        "tile 512: small tiles multiply the time"
+    )
+    assert small_tile_note(256, 256, (SMALL_TILE, 32), (512, 32)) is None  # not small
+    assert small_tile_note(256, 256, (0, 0), (512, 32)) is None  # no tiling
+    assert small_tile_note(100, 100, (128, 32), (512, 32)) is None  # one tile either way: nothing costs more

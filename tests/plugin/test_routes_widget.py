@@ -56,6 +56,7 @@ def test_route_override_changes_the_output(routes_widget, wait_job):
     auto_routes = auto_out.metadata["slerir"]["routes"]
     auto_data = auto_out.data.copy()
     assert auto_routes == list(STATE.last_plan.routes)
+    assert auto_out.metadata["slerir"]["verdict"] == "none (the model has no task labels)"
 
     manual = [(r + 1) % 3 for r in auto_routes]  # a different expert at every stage
     widget.routes = manual
@@ -63,6 +64,7 @@ def test_route_override_changes_the_output(routes_widget, wait_job):
     wait_job(widget)
     out = viewer.layers["photo (restored)"]
     assert out.metadata["slerir"]["routes"] == manual and out.metadata["slerir"]["manual"] == manual
+    assert out.metadata["slerir"]["verdict"] == "manual"  # the router decided nothing: no label of its own
     assert out.data.shape == auto_data.shape and not np.array_equal(out.data, auto_data)
 
     # One manual stage, the rest auto: auto stages take the router's choice.
