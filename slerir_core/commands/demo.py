@@ -67,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
         to_display(image, axes, channels), to_display(restored, axes, channels), ["before", f"after: {model_name}"]
     )
     pair_path = write_image(out / "before_after.png", picture)
-    label = f"; degradation: {plan.label} ({plan.confidence:.0%})" if plan.label else ""
-    print(f"routes {','.join(map(str, plan.routes))}{label}; restored in {seconds:.1f} s")
+    print(f"routes {','.join(map(str, plan.routes))}; label: {plan.verdict()}; restored in {seconds:.1f} s")
     print(f"wrote {restored_path} and {pair_path}")
     if restorer.untrained:
         print(
