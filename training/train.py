@@ -322,16 +322,10 @@ def _loop(
         trainee.route_targets,
     )
     captured = CapturedStep(train_step, capture=capturing(tcfg, rt))
-    # The bar only on a terminal: in a log file its redraws would bury the other lines; a line per logged
-    # step says the same there.
+    # The bar only on a terminal (in a file its redraws bury the other lines; a line per logged step instead).
     on_terminal = sys.stderr.isatty()
-    bar = tqdm(
-        total=job.stop_at,
-        initial=start,
-        disable=not rt.primary or not on_terminal,
-        dynamic_ncols=True,
-        desc=f"phase {job.phase}",
-    )
+    quiet = not rt.primary or not on_terminal
+    bar = tqdm(total=job.stop_at, initial=start, disable=quiet, dynamic_ncols=True, desc=f"phase {job.phase}")
     logs: dict[str, float] = {}
     step, out_of_time, logged_step = start, False, start
     tick = logged_at = time.perf_counter()
@@ -347,6 +341,8 @@ def _loop(
         # the routing targets are fixed in phase 1.
         out = captured(batch) if routing_fixed else train_step(batch)
         lr = trainee.scheduler.get_last_lr()[0]
+        if isinstance(lr, torch.Tensor):  # a recorded step's rate, which the scheduler is about to overwrite
+            lr = lr.clone()
         trainee.scheduler.step()
         if job.phase == 1:
             move_routing_state(
