@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from slerir_core.config import STAGES
+from slerir_core.degradations.registry import family
 from slerir_core.io.layout import Layout
 from slerir_core.io.scaling import Scaling
 from slerir_core.model.extractors import window_starts
@@ -37,11 +38,21 @@ PLAN_SIDE = 1024
 """Longest side of the view a plan is computed on (the extractors see 32-224 px views anyway)."""
 
 
-def confident_above(tasks: int) -> float:
-    """The task probability from which a label is given as such: halfway from chance (``1 / tasks``) to
-    certainty. 0.57 for the shipped model's seven tasks, 0.75 for two; below it two or more tasks share
-    the probability and the label says so."""
-    return (1.0 + 1.0 / tasks) / 2.0
+def confident_above(families: int) -> float:
+    """The probability of a degradation family from which it is given as the label: halfway from chance
+    (``1 / families``) to certainty. 0.6 for the shipped model's five families (its seven tasks, microscopy
+    noise and blur counted with noise and blur), 0.75 for two; below it two or more share the probability and
+    the label says so."""
+    return (1.0 + 1.0 / families) / 2.0
+
+
+def family_probabilities(task_probs: dict[str, float]) -> dict[str, float]:
+    """Task probabilities summed by degradation family (``slerir_core.degradations.registry.family``), most
+    likely first: the router treats a family's tasks as one degradation, so they split its probability."""
+    out: dict[str, float] = {}
+    for task, p in task_probs.items():
+        out[family(task)] = out.get(family(task), 0.0) + p
+    return dict(sorted(out.items(), key=lambda item: item[1], reverse=True))
 
 
 @dataclass(frozen=True)
@@ -186,8 +197,9 @@ class Plan:
           trained here has seen equal channels with their degradation: its clean images are colour
           (dead-leaves pictures) or photographs whose grey ones are repeated to RGB, and every noise is drawn
           for each channel on its own. Grey images were labelled ``haze`` at 99% whatever their degradation;
-        - a top task probability below ``confident_above(tasks)``: ``uncertain``, with the two likeliest;
-        - otherwise the label and its probability.
+        - the likeliest family (``family_probabilities``) below ``confident_above(families)``: ``uncertain``,
+          with the two likeliest;
+        - otherwise that family and its probability.
         """
         if self.manual_routes:
             return Verdict("manual", "manual")
@@ -195,10 +207,12 @@ class Plan:
             return Verdict("none", "none (the model has no task labels)")
         if self.grey:
             return Verdict("outside", "outside training (grey image)")
-        if self.confidence < confident_above(len(self.task_probs)):
-            likeliest = sorted(self.task_probs.items(), key=lambda item: item[1], reverse=True)[:2]
-            return Verdict("uncertain", f"uncertain ({', '.join(f'{name} {p:.0%}' for name, p in likeliest)})")
-        return Verdict("label", f"{self.label} ({self.confidence:.0%})")
+        families = family_probabilities(self.task_probs)
+        (top, p), *_ = families.items()
+        if p < confident_above(len(families)):
+            likeliest = list(families.items())[:2]
+            return Verdict("uncertain", f"uncertain ({', '.join(f'{name} {q:.0%}' for name, q in likeliest)})")
+        return Verdict("label", f"{top} ({p:.0%})")
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (everything but the prior)."""

@@ -23,6 +23,13 @@ DEGRADATIONS: dict[str, Degradation] = {}
 """Task name -> generator. Filled by :func:`register_degradation` when the package is imported."""
 
 
+def family(task: str) -> str:
+    """The degradation a task is a case of: microscopy noise and blur are noise and blur, with their own
+    physics (Poisson-Gaussian noise, a PSF), and the shipped training configs give a family one routing path
+    (``data.route_groups``)."""
+    return task.removeprefix("micro_")
+
+
 def register_degradation(name: str) -> Callable[[Degradation], Degradation]:
     """Decorator that files a generator under ``name``.
 

@@ -15,7 +15,7 @@ from slerir_core.io.layout import make_layout
 from slerir_core.io.scaling import Scaling
 from slerir_core.model import SLERIR
 from slerir_core.model.extractors import window_starts, windows
-from slerir_core.plan import PLAN_SIDE, Plan, confident_above, planning_view, routing_mosaic
+from slerir_core.plan import PLAN_SIDE, Plan, confident_above, family_probabilities, planning_view, routing_mosaic
 from slerir_core.restore import Restorer
 
 
@@ -149,7 +149,13 @@ def test_a_route_list_of_the_wrong_length_says_how_many_it_got(restorer):
 
 
 def test_a_label_is_given_from_halfway_between_chance_and_certainty():
-    assert confident_above(7) == pytest.approx(4 / 7) and confident_above(2) == pytest.approx(0.75)
+    assert confident_above(5) == pytest.approx(0.6) and confident_above(2) == pytest.approx(0.75)
+
+
+def test_microscopy_tasks_count_with_their_family():
+    probs = {"noise": 0.36, "micro_noise": 0.36, "rain": 0.2, "micro_blur": 0.05, "blur": 0.03}
+    assert family_probabilities(probs) == pytest.approx({"noise": 0.72, "rain": 0.2, "blur": 0.08})
+    assert list(family_probabilities(probs)) == ["noise", "rain", "blur"]
 
 
 @pytest.mark.parametrize(
@@ -159,6 +165,8 @@ def test_a_label_is_given_from_halfway_between_chance_and_certainty():
         ({"label": None, "confidence": None, "task_probs": {}}, "none", "none (the model has no task labels)"),
         ({"confidence": 0.5, "task_probs": {"noise": 0.5, "rain": 0.3, "haze": 0.2}}, "uncertain", None),
         ({"grey": True}, "outside", "outside training (grey image)"),
+        # Split between the photo and microscopy cases of one family: that family, summed.
+        ({"confidence": 0.4, "task_probs": {"blur": 0.4, "micro_blur": 0.4, "rain": 0.2}}, "label", "blur (80%)"),
         ({"grey": True, "manual_routes": True}, "manual", "manual"),
     ],
 )
