@@ -48,7 +48,7 @@ from training.evaluate import (
     routing_summary,
     with_average,
 )
-from training.runtime import cpu_process_count, init_runtime, spawn_cpu_ranks
+from training.runtime import cpu_process_count, init_runtime, spawn_cpu_ranks, world_size
 from training.state import TrainError, recorded_phase
 from training.train import build_job, train
 
@@ -171,10 +171,12 @@ def _train(args: argparse.Namespace) -> int:
     procs = cpu_process_count(exp)
     if procs > 1:
         return spawn_cpu_ranks(run_train, args, procs)
+    # The job is checked before the ranks meet: a rank that stops at a usage error while another is still in
+    # the rendezvous makes that one fail with a connection error instead of the usage error's exit code.
+    dataset = build_train_dataset(exp.data, exp.train.seed)
+    job = build_job(exp, phase, out, dataset, world_size(), args.stop_at, args.init, args.resume, args.time_budget)
     rt = init_runtime(exp.train.device)
     try:
-        dataset = build_train_dataset(exp.data, exp.train.seed)
-        job = build_job(exp, phase, out, dataset, rt.world_size, args.stop_at, args.init, args.resume, args.time_budget)
         summary = train(job, rt, dataset)
     finally:
         if rt.distributed and dist.is_initialized():

@@ -64,9 +64,14 @@ def rank_device(name: str, local_rank: int) -> torch.device:
         raise TrainError(str(err)) from None
 
 
+def world_size() -> int:
+    """Processes of the run: ``WORLD_SIZE`` as torchrun (or ``spawn_cpu_ranks``) sets it, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_runtime(device_name: str) -> Runtime:
     """Join the torchrun process group when ``WORLD_SIZE`` > 1 (NCCL on CUDA, gloo on CPU) and pick the device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = rank_device(device_name, local_rank)
     if device.type == "cuda":
