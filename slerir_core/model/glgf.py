@@ -16,6 +16,8 @@ a batch of tiles of one image gives one box per tile.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -80,7 +82,7 @@ def as_boxes(box: Box | torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _bilinear_weights(
-    start: torch.Tensor, stop: torch.Tensor, count: int, size: int, like: torch.Tensor
+    start: torch.Tensor, stop: torch.Tensor, count: int, size: int, dtype: torch.dtype
 ) -> torch.Tensor:
     """(N, count, size) weights that sample a length-``size`` signal at ``count`` pixel centres spanning
     [start, stop] (N such spans, fractions of the signal's extent), bilinearly, clamping to the border sample."""
@@ -92,7 +94,21 @@ def _bilinear_weights(
     weights = torch.zeros(*pos.shape, size, device=start.device, dtype=torch.float64)
     weights.scatter_add_(2, low[..., None], (1 - frac)[..., None])
     weights.scatter_add_(2, (low + 1).clamp(max=size - 1)[..., None], frac[..., None])
-    return weights.to(like.dtype)
+    return weights.to(dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _axis_weights(
+    start: float, stop: float, count: int, size: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """``_bilinear_weights`` of one span given as numbers, made once per span and shape and then reused.
+
+    A training step and a tile of its own samples the prior over a box known on the host at every stage:
+    building the matrices there each time was some 60 small ops a stage, and copying the box to a GPU a
+    host wait that a step recorded as a CUDA graph cannot hold. They are constants, so they are kept.
+    """
+    span = torch.tensor([[start, stop]], dtype=torch.float64, device=device)
+    return _bilinear_weights(span[:, 0], span[:, 1], count, size, dtype)
 
 
 def sample_prior(prior: torch.Tensor, box: Box | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -115,11 +131,16 @@ def sample_prior(prior: torch.Tensor, box: Box | torch.Tensor, size: tuple[int, 
     Returns:
         (max(B, N), P, H, W), channels_last.
     """
-    boxes = as_boxes(box, prior.device)
-    top, left, bottom, right = boxes.unbind(1)
-    rows = _bilinear_weights(top, bottom, size[0], prior.shape[-2], prior)  # (N, H, h)
-    cols = _bilinear_weights(left, right, size[1], prior.shape[-1], prior)  # (N, W, w)
-    p, h = prior.shape[1:3]
+    h, w = prior.shape[-2:]
+    if isinstance(box, torch.Tensor):
+        top, left, bottom, right = as_boxes(box, prior.device).unbind(1)
+        rows = _bilinear_weights(top, bottom, size[0], h, prior.dtype)  # (N, H, h)
+        cols = _bilinear_weights(left, right, size[1], w, prior.dtype)  # (N, W, w)
+    else:
+        top, left, bottom, right = (float(edge) for edge in box)
+        rows = _axis_weights(top, bottom, size[0], h, prior.device, prior.dtype)  # (1, H, h)
+        cols = _axis_weights(left, right, size[1], w, prior.device, prior.dtype)  # (1, W, w)
+    p = prior.shape[1]
     cols_sampled = cols[:, None] @ prior.permute(0, 2, 3, 1)  # (N, 1, W, w) @ (B, h, w, P) -> (M, h, W, P)
     m = cols_sampled.shape[0]
     sampled = rows @ cols_sampled.reshape(m, h, size[1] * p)  # (N, H, h) @ (M, h, W * P)

@@ -43,6 +43,19 @@ def routes_tensor(routes: Routes, batch: int, num_experts: int) -> torch.Tensor:
     return r.contiguous()
 
 
+def grown_box(
+    box: Box | torch.Tensor, size: tuple[int, int], pad: tuple[int, int], device: torch.device
+) -> Box | torch.Tensor:
+    """``box`` (one, or a (N, 4) tensor) grown by the padding below and right of a ``size`` input, in the same
+    fractions of the image. One box stays numbers, so the prior's sampling matrices for it are made once
+    (``glgf.sample_prior``)."""
+    edges = as_boxes(box, device).unbind(1) if isinstance(box, torch.Tensor) else box
+    top, left, bottom, right = edges
+    (h, w), (pad_h, pad_w) = size, pad
+    grown = (top, left, top + (bottom - top) * (h + pad_h) / h, left + (right - left) * (w + pad_w) / w)
+    return torch.stack(grown, dim=1) if isinstance(box, torch.Tensor) else grown
+
+
 class SLERIR(nn.Module):
     """Spherical layer-wise expert routing for all-in-one image restoration.
 
@@ -201,10 +214,7 @@ class SLERIR(nn.Module):
         # channels_last throughout: oneDNN's convolutions and the channel layer norms then read the
         # features as they lie, where a mix of layouts made them copy whole maps between NCHW and NHWC.
         padded = padded.contiguous(memory_format=torch.channels_last)
-        top, left, bottom, right = as_boxes(box, x.device).unbind(1)
-        padded_box = torch.stack(
-            [top, left, top + (bottom - top) * (h + pad_h) / h, left + (right - left) * (w + pad_w) / w], dim=1
-        )
+        padded_box = grown_box(box, (h, w), (pad_h, pad_w), x.device)
 
         inject = self.injections is not None and self.inject_prior
         cfg = self.config

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slerir_core.model.glgf import PriorInjection, sample_prior
+from slerir_core.model.glgf import PriorInjection, _axis_weights, sample_prior
 
 
 def grid_sample_prior(prior: torch.Tensor, box: tuple[float, ...], size: tuple[int, int]) -> torch.Tensor:
@@ -72,3 +72,15 @@ def test_channel_attention_alone_is_blind_to_the_layout():
     the check above can fail."""
     left, right = half_and_half_update(PriorInjection(prior_dim=6, channels=8, heads=2))
     torch.testing.assert_close(left, right)
+
+
+def test_a_box_given_as_numbers_samples_as_the_same_box_as_a_tensor_and_is_built_once():
+    prior = torch.randn(2, 5, 6, 7)
+    box = (0.1, -0.05, 0.8, 1.1)
+    as_tensor = sample_prior(prior, torch.tensor([box, box]), (9, 11))
+    before = _axis_weights.cache_info()
+    first, again = sample_prior(prior, box, (9, 11)), sample_prior(prior, box, (9, 11))
+    torch.testing.assert_close(first, as_tensor, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    after = _axis_weights.cache_info()
+    assert after.misses - before.misses <= 2 and after.hits - before.hits >= 2  # rows and columns, made once
