@@ -11,7 +11,9 @@ labels, the same composites (``composite_prob``, a partner of the same domain, p
 the same source mix under one of the 8 flips and rotations. A batch is a pure function of the run's seed, the
 step and the rank: the host draws (bank crops, flips, composites) come from numpy, the degradations' parameters
 from a torch generator on the device, seeded for that batch. The CPU and CUDA generators differ, so a batch is
-the same on every machine of one device type, not across types.
+the same on every machine of one device type, not across types. The host's draws go to the device without
+waiting for it (``non_blocking``: a blocking copy would wait for the step in flight), so the host queues the
+next batch while the GPU trains.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ class DeviceStream:
         labels = np.array([self.labeller.task_of(index) for _, index in items])
         clean = self.clean(host.integers(len(self.bank), size=len(items)), host.integers(8, size=len(items)))
         degraded = self.degrade(clean, self.compose(labels, host), generator)
-        return degraded, clean, torch.from_numpy(labels).to(self.device)
+        return degraded, clean, torch.from_numpy(labels).to(self.device, non_blocking=True)
 
     def clean(self, picks: np.ndarray, transforms: np.ndarray) -> torch.Tensor:
         """Crops ``picks`` of the bank under flips and rotations ``transforms`` (indices into the 8 maps).
@@ -124,10 +126,10 @@ class DeviceStream:
         if isinstance(self.bank, np.ndarray):
             crops = torch.from_numpy(self.bank[picks]).to(self.device)
         else:
-            crops = self.bank.index_select(0, torch.from_numpy(picks).to(self.device))
+            crops = self.bank.index_select(0, torch.from_numpy(picks).to(self.device, non_blocking=True))
         b, s = len(picks), self.cfg.crop
         flat = crops.permute(0, 3, 1, 2).reshape(b, 3, s * s)
-        maps = self.maps[torch.from_numpy(transforms).to(self.device)]
+        maps = self.maps[torch.from_numpy(transforms).to(self.device, non_blocking=True)]
         return (flat.gather(2, maps[:, None, :].expand(b, 3, s * s)).reshape(b, 3, s, s)).float() / 255.0
 
     def compose(self, labels: np.ndarray, host: np.random.Generator) -> np.ndarray:
@@ -156,6 +158,6 @@ class DeviceStream:
         for t in sorted(range(len(self.tasks)), key=lambda t: APPLY_ORDER[self.tasks[t]]):
             members = np.flatnonzero(chosen[:, t])
             if members.size:
-                idx = torch.from_numpy(members).to(self.device)
+                idx = torch.from_numpy(members).to(self.device, non_blocking=True)
                 out.index_copy_(0, idx, self.degradations(out.index_select(0, idx), self.tasks[t], generator))
         return out
