@@ -34,15 +34,20 @@ def test_plan_holds_routes_probabilities_maps_and_prior(restorer):
     assert summary["routes"] == plan.routes and "prior" not in summary
 
 
-def test_plan_gives_a_label_and_task_map_when_the_model_has_task_prototypes():
+def with_prototypes(image: np.ndarray) -> Restorer:
+    """A tiny model with task prototypes for "noise" (``image``'s own routing direction) and "blur" (its
+    opposite)."""
     torch.manual_seed(0)
-    config = dataclasses.replace(load_config("tiny"), tasks=("noise", "blur"))
-    model = SLERIR(config)
-    image = smooth_rgb(48)
+    model = SLERIR(dataclasses.replace(load_config("tiny"), tasks=("noise", "blur")))
     with torch.no_grad():
         f = model.analyse(torch.from_numpy(image.transpose(2, 0, 1))[None])["embeddings"]
-        model.task_prototypes.copy_(torch.stack([f[0], -f[0]]))  # "noise" is this image's own direction
-    restorer = Restorer(model)
+        model.task_prototypes.copy_(torch.stack([f[0], -f[0]]))
+    return Restorer(model)
+
+
+def test_plan_gives_a_label_and_task_map_when_the_model_has_task_prototypes():
+    image = smooth_rgb(48)
+    restorer = with_prototypes(image)
     plan = restorer.plan(image, channels="rgb")
     assert plan.label == "noise" and plan.confidence > 0.5
     assert restorer.task_routes()["noise"] == plan.routes  # the prototype is this image's routing vector
@@ -184,14 +189,8 @@ def test_the_verdict_is_the_label_only_when_it_is_confident_in_a_colour_image_th
 
 
 def test_a_grey_image_is_planned_as_grey_and_its_verdict_is_outside_training():
-    torch.manual_seed(0)
-    config = dataclasses.replace(load_config("tiny"), tasks=("noise", "blur"))
-    model = SLERIR(config)
     image = smooth_rgb(48)
-    with torch.no_grad():
-        f = model.analyse(torch.from_numpy(image.transpose(2, 0, 1))[None])["embeddings"]
-        model.task_prototypes.copy_(torch.stack([f[0], -f[0]]))
-    restorer = Restorer(model)
+    restorer = with_prototypes(image)
     colour = restorer.plan(image, channels="rgb")
     assert not colour.grey and colour.verdict().kind == "label" and colour.verdict().text.startswith("noise (")
     grey = restorer.plan(image.mean(axis=-1))
