@@ -17,7 +17,7 @@ from typing import Any
 
 from slerir_core.checkpoint import read_metadata
 from training.evaluate import column_title
-from training.state import phase_of
+from training.state import as_history, phase_of
 
 MODEL_ROW = "SLER-IR"
 
@@ -25,7 +25,7 @@ MODEL_ROW = "SLER-IR"
 def training_record(meta: dict[str, str]) -> list[str]:
     """Markdown lines: training phase, steps, crops, device-hours per kind of hardware, hardware, the dates of the
     training runs, and the weight blend if the file is one."""
-    history = json.loads(meta.get("history", "{}"))
+    history = as_history(json.loads(meta.get("history", "{}")))
     config = json.loads(meta["config"])
     hours = history.get("hours", {})
     blend = history.get("blend")
@@ -46,7 +46,7 @@ def training_record(meta: dict[str, str]) -> list[str]:
         f"| crops seen | {history.get('crops', '?')} |",
         "| training hours | " + (", ".join(f"{k.upper()} {v:.2f} h" for k, v in sorted(hours.items())) or "?") + " |",
         f"| hardware | {'; '.join(history.get('hardware', [])) or '?'} |",
-        f"| training run dates (UTC) | {', '.join(history.get('sessions', [])) or '?'} |",
+        f"| training run dates (UTC) | {', '.join(history['run_dates']) or '?'} |",
         *blended,
     ]
 

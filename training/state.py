@@ -130,7 +130,7 @@ def load_init(model: SLERIR, path: str | Path) -> dict[str, Any]:
         raise TrainError(f"{path} does not fit this config's model: {err}") from None
     # Training on from a blend makes weights of their own: the record keeps the steps and hours, not the blend.
     history.pop("blend", None)
-    return {**new_history(), **history}
+    return as_history(history)
 
 
 def phase_of(record: Mapping[str, Any]) -> int | None:
@@ -160,6 +160,14 @@ def recorded_phase(path: str | Path) -> int | None:
 
 def new_history() -> dict[str, Any]:
     """The training record carried from run to run: optimiser steps, crops seen, device-hours per kind of
-    hardware, the hardware and the dates of the training runs (UTC, under "sessions", a
-    name kept for the files that carry it)."""
-    return {"steps": 0, "crops": 0, "hours": {}, "hardware": [], "sessions": []}
+    hardware, the hardware and the dates of the training runs (UTC)."""
+    return {"steps": 0, "crops": 0, "hours": {}, "hardware": [], "run_dates": []}
+
+
+def as_history(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A training record as read from a weights file or a checkpoint, completed with ``new_history``'s keys;
+    files written before ``run_dates`` had its name hold the dates under ``sessions``."""
+    record = dict(record)
+    if "sessions" in record:
+        record.setdefault("run_dates", record.pop("sessions"))
+    return {**new_history(), **record}

@@ -62,6 +62,7 @@ from training.state import (
     CHECKPOINT,
     STATE_FORMAT,
     TrainError,
+    as_history,
     load_init,
     load_state,
     new_history,
@@ -179,7 +180,7 @@ def build_trainee(job: Job, rt: Runtime, resume_state: dict[str, Any] | None) ->
     )
     if resume_state is not None:
         resume_trainee(trainee, resume_state, job, rt)
-    for key, value in (("hardware", hardware_name(rt.device)), ("sessions", time.strftime("%Y-%m-%d", time.gmtime()))):
+    for key, value in (("hardware", hardware_name(rt.device)), ("run_dates", time.strftime("%Y-%m-%d", time.gmtime()))):
         if value not in trainee.history[key]:
             trainee.history[key].append(value)
     return trainee
@@ -196,7 +197,7 @@ def resume_trainee(trainee: Trainee, state: dict[str, Any], job: Job, rt: Runtim
     trainee.centre_gen.set_state(state["rng"]["centres"])
     set_rng_state(state["rng"])
     trainee.start = int(state["data_position"])
-    trainee.history = {**new_history(), **state.get("history", {})}
+    trainee.history = as_history(state.get("history", {}))
     if state.get("route_targets") is not None:
         trainee.route_targets = state["route_targets"].to(rt.device)
     if convert_old_keys(state["config"]) != job.exp.to_dict() and rt.primary:

@@ -10,7 +10,7 @@ from slerir_core.cli import main as cli
 from training.model_card import evaluation_table, routing_table, training_record
 from training.model_card import main as model_card
 
-HISTORY = {"steps": 40, "crops": 400, "hours": {"cpu": 0.5, "gpu": 0.25}, "hardware": ["a CPU"], "sessions": ["d1"]}
+HISTORY = {"steps": 40, "crops": 400, "hours": {"cpu": 0.5, "gpu": 0.25}, "hardware": ["a CPU"], "run_dates": ["d1"]}
 CONFIG = json.dumps({"name": "tiny"})
 
 

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from slerir_core.checkpoint import save_weights
+from slerir_core.checkpoint import read_metadata, save_weights
 from slerir_core.model import SLERIR
 from training.state import (
     STATE_FORMAT,
     TrainError,
+    as_history,
     load_init,
     load_state,
     new_history,
@@ -102,7 +103,7 @@ def test_phase_of_reads_the_new_key_then_the_old_one():
 
 
 def test_the_shipped_weights_record_phase_two_in_the_old_key():
-    from slerir_core.checkpoint import load_model, read_metadata
+    from slerir_core.checkpoint import load_model
 
     assert "phase" not in read_metadata(SHIPPED) and recorded_phase(SHIPPED) == 2
     assert load_model(SHIPPED).config.name == "compact"
@@ -138,3 +139,11 @@ def test_initial_weights_that_are_missing_or_do_not_fit_are_train_errors(tmp_pat
     other = SLERIR(dataclasses.replace(tiny_config, dim=tiny_config.dim * 2))
     with pytest.raises(TrainError, match="does not fit"):
         load_init(other, weights)
+
+
+def test_a_record_with_its_dates_under_their_former_name_reads_as_run_dates():
+    history = as_history({"steps": 7, "sessions": ["2026-12-01"]})
+    assert history["run_dates"] == ["2026-12-01"] and "sessions" not in history and history["steps"] == 7
+    assert as_history({})["run_dates"] == [] and as_history({}) == new_history()
+    shipped = json.loads(read_metadata(SHIPPED)["history"])
+    assert as_history(shipped)["run_dates"]  # the shipped file records its dates under the former name

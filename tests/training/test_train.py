@@ -167,7 +167,7 @@ def test_time_budget_stops_with_checkpoint_weights_and_table(tmp_path, capsys):
     assert "final validation" in err and "(time budget)" in err
     history = json.loads(read_metadata(out / "model.safetensors")["history"])
     assert history["steps"] == summary["step"] and history["crops"] == 10 * summary["step"]
-    assert history["hours"]["cpu"] > 0 and history["sessions"] and history["hardware"]
+    assert history["hours"]["cpu"] > 0 and history["run_dates"] and history["hardware"]
     # Validation before the first step (to time the closing one) and at every epoch, with per-stage loads.
     with (out / "val_log.csv").open() as fh:
         rows = list(csv.DictReader(fh))
@@ -182,7 +182,7 @@ def test_init_continues_the_training_record(phase1, tmp_path):
     before = json.loads(read_metadata(phase1 / "model.safetensors")["history"])
     after = json.loads(read_metadata(out / "model.safetensors")["history"])
     assert after["steps"] == before["steps"] + 3 == 43 and after["crops"] == before["crops"] + 30
-    assert after["hours"]["cpu"] > before["hours"]["cpu"] and after["sessions"] == before["sessions"]
+    assert after["hours"]["cpu"] > before["hours"]["cpu"] and after["run_dates"] == before["run_dates"]
 
 
 def test_cpu_processes_train_as_identical_ranks(tmp_path):
