@@ -1,11 +1,17 @@
 """Optimiser steps that leave the experts no sample trained as they were, decided on the device.
 
-Every sample reads its expert's weights by index (``slerir_core.model.experts``), so all experts of a stage
-take part in a step's graph: the experts no sample chose get a zero gradient rather than none. Adam would
-still move them (its moments decay into a step, and its step count advances the bias correction), and
+Every sample reads its expert's weights by index from the stage's stacked parameters
+(``slerir_core.model.experts``), so all experts of a stage take part in a step's graph: the experts no sample
+chose get a zero gradient rather than none. Adam would still move them (its moments decay into a step), and
 which experts those are is known only on the device; reading it back would make the host wait every step.
-``ExpertUpdates.step`` runs the optimiser as usual, then puts the parameters and optimiser states of those
-experts back as they were before it, with a few multi-tensor ops per expert and no host read.
+``ExpertUpdates.step`` runs the optimiser as usual, then puts back, along each stack's expert axis, the
+parameters and optimiser moments of those experts as they were before it, with a few multi-tensor ops per
+stage and no host read.
+
+An expert's parameters share one stacked tensor with the other experts of its stage, and so one step count:
+an expert that sat out some steps has the moments of one that did not step, but, when it learns again, the
+bias correction of the steps its stage took. With Adam's betas that differs only in a run's first few
+thousand steps, and only for an expert no sample of a batch chose.
 """
 
 from __future__ import annotations
@@ -32,9 +38,7 @@ class ExpertUpdates:
         self.optimizer = optimizer
         self.stages = [m for m in model.modules() if isinstance(m, RoutedStage)]
         optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        self.experts = [
-            [p for p in expert.parameters() if id(p) in optimised] for stage in self.stages for expert in stage.experts
-        ]
+        self.stacks = [[p for p in stage.parameters() if id(p) in optimised] for stage in self.stages]
         self._saved: list[torch.Tensor] = []
 
     def trained_experts(self) -> torch.Tensor:
@@ -49,13 +53,13 @@ class ExpertUpdates:
 
     @torch.no_grad()
     def step(self, trained: torch.Tensor | None = None) -> None:
-        """``optimizer.step()``, then the untrained experts' parameters and states put back as they were.
+        """``optimizer.step()``, then the untrained experts' parameters and moments put back as they were.
 
         Args:
             trained: ``trained_experts()``, reduced over ranks; the last forward's flags by default.
         """
-        keep_new = (self.trained_experts() if trained is None else trained).float()
-        keep_old = 1 - keep_new
+        flags = (self.trained_experts() if trained is None else trained).float()
+        keep_old = (1 - flags).split([stage.num_experts for stage in self.stages])
         before = [t for group in self._groups() for t in group]
         if [t.shape for t in self._saved] != [t.shape for t in before]:
             self._saved = [torch.empty_like(t) for t in before]
@@ -65,20 +69,18 @@ class ExpertUpdates:
         copies = {id(t): saved for t, saved in zip(before, self._saved, strict=True)}
         groups = self._groups()
         olds = [[copies[id(t)] if id(t) in copies else torch.zeros_like(t) for t in group] for group in groups]
-        for expert, (new, old) in enumerate(zip(groups, olds, strict=True)):
-            if new:
-                torch._foreach_mul_(new, keep_new[expert])
-                torch._foreach_mul_(old, keep_old[expert])
-                torch._foreach_add_(new, old)
+        for new, old, weight in zip(groups, olds, keep_old, strict=True):
+            if new:  # new + keep_old * (old - new), expert by expert along each stack's first axis
+                torch._foreach_lerp_(new, old, [weight.view(-1, *(1,) * (t.dim() - 1)) for t in new])
         self._saved = [t for group in olds for t in group]  # scratch for the next step
 
     def _groups(self) -> list[list[torch.Tensor]]:
-        """Per expert: its parameters, each followed by its optimiser state tensors (in key order)."""
-        return [self._tensors(params) for params in self.experts]
+        """Per stage: its stacked parameters, each followed by its optimiser moments (in key order)."""
+        return [self._tensors(params) for params in self.stacks]
 
     def _tensors(self, params: list[nn.Parameter]) -> list[torch.Tensor]:
         out = []
         for p in params:
             state = self.optimizer.state.get(p, {})
-            out += [p, *(state[key] for key in sorted(state) if isinstance(state[key], torch.Tensor))]
+            out += [p, *(state[k] for k in sorted(state) if isinstance(state[k], torch.Tensor) and state[k].dim() > 0)]
         return out

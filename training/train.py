@@ -192,7 +192,13 @@ def resume_trainee(trainee: Trainee, state: dict[str, Any], job: Job, rt: Runtim
     if phase != job.phase:
         raise TrainError(f"{job.out / CHECKPOINT} is a phase-{phase} run; this is phase {job.phase}")
     trainee.model.load_state_dict(state["model"])
-    trainee.optimizer.load_state_dict(state["optimizer"])
+    try:
+        trainee.optimizer.load_state_dict(state["optimizer"])
+    except ValueError as err:  # e.g. a state from an earlier version, whose experts' tensors were parameters apiece
+        raise TrainError(
+            f"{job.out / CHECKPOINT}: its optimiser state does not fit this model's parameters ({err}); start a "
+            f"new run (another --out) from its weights with --init {job.out / CHECKPOINT}"
+        ) from None
     trainee.scheduler.load_state_dict(state["scheduler"])
     trainee.centre_gen.set_state(state["rng"]["centres"])
     set_rng_state(state["rng"])

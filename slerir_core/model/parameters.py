@@ -22,7 +22,7 @@ def parameter_counts(model: SLERIR) -> dict[str, int]:
         ``degradation_extractor``, ``content_extractor``, ``router``, ``prior`` (GLGF and injections);
         and ``expert_<stage>`` for one expert of each routed stage.
     """
-    experts = {stage: _count(model.stages[stage].experts[0]) for stage in STAGES}
+    experts = {stage: _count(model.stages[stage]) // model.config.num_experts for stage in STAGES}
     total = _count(model)
     outside_stages = total - sum(_count(stage) for stage in model.stages.values())
     parts = {

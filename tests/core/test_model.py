@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from kernels.reference import PIXEL_MAJOR_MIN_PIXELS
 from slerir_core.config import STAGES
 from slerir_core.losses import hyperspherical_contrastive_loss, restoration_loss, routing_consistency_loss
-from slerir_core.model import SLERIR, parameter_counts
+from slerir_core.model import SLERIR, experts, parameter_counts
 from slerir_core.model.blocks import from_heads, to_heads
 from slerir_core.model.experts import RoutedStage, grouped_forward, make_expert
 
@@ -45,12 +45,14 @@ def test_routing_reads_windows_at_the_images_own_scale(tiny_model):
         torch.testing.assert_close(tiny_model.degradation_embedding(one), tiny_model.degradation_extractor(one)[0])
 
 
+def learnt(stage: RoutedStage) -> list[bool]:
+    """Per expert: whether some parameter of it has a nonzero gradient (its slice of the stacks)."""
+    grads = [p.grad for p in stage.parameters() if p.grad is not None]
+    return [any(bool(g[j].abs().sum() > 0) for g in grads) for j in range(stage.num_experts)]
+
+
 def expert_grads(model: SLERIR) -> dict[tuple[str, int], bool]:
-    return {
-        (name, j): any(p.grad is not None and p.grad.abs().sum() > 0 for p in expert.parameters())
-        for name, stage in model.stages.items()
-        for j, expert in enumerate(stage.experts)
-    }
+    return {(name, j): flag for name, stage in model.stages.items() for j, flag in enumerate(learnt(stage))}
 
 
 def test_soft_routing_grads_reach_argmax_expert_and_router_only(tiny_model):
@@ -83,7 +85,7 @@ def test_soft_routing_with_all_gradients_trains_every_expert(tiny_config):
     assert all(expert_grads(model).values())
 
 
-def test_soft_skip_drops_only_the_unlikely_experts(tiny_config):
+def test_soft_skip_drops_only_the_unlikely_experts(tiny_config, monkeypatch):
     torch.manual_seed(0)
     full = SLERIR(tiny_config).train()
     full.routing = "soft"
@@ -93,7 +95,7 @@ def test_soft_skip_drops_only_the_unlikely_experts(tiny_config):
     skipping = SLERIR(dataclasses.replace(tiny_config, soft_skip=threshold)).train()
     skipping.load_state_dict(full.state_dict())
     skipping.routing = "soft"
-    calls = count_calls(skipping)
+    calls = count_calls(skipping, monkeypatch)
     with torch.no_grad():
         out_full, _ = full(x)
         out_skip, info = skipping(x)
@@ -107,16 +109,18 @@ def test_soft_skip_drops_only_the_unlikely_experts(tiny_config):
     assert (out_full - out_skip).abs().max() < 0.5
 
 
-def count_calls(model: SLERIR) -> dict[tuple[str, int], int]:
-    calls: dict[tuple[str, int], int] = {}
-    for name, stage in model.stages.items():
-        for j, expert in enumerate(stage.experts):
-            calls[(name, j)] = 0
+def count_calls(model: SLERIR, monkeypatch) -> dict[tuple[str, int], int]:
+    """Runs of each (stage, expert) alone, counted from then on."""
+    calls = {(name, j): 0 for name in model.stages for j in range(model.config.num_experts)}
+    names = {id(stage.stacked): name for name, stage in model.stages.items()}
+    run = experts.grouped_forward
 
-            def hook(*_args, key=(name, j)):
-                calls[key] += 1
+    def counting(stacked, x, routes=None, expert=None):
+        if expert is not None:
+            calls[(names[id(stacked)], expert)] += 1
+        return run(stacked, x, routes, expert)
 
-            expert.register_forward_hook(hook)
+    monkeypatch.setattr(experts, "grouped_forward", counting)
     return calls
 
 
@@ -254,15 +258,31 @@ def test_grouped_forward_equals_expert_by_expert(tiny_config, layernorm):
     torch.manual_seed(0)
     model = SLERIR(dataclasses.replace(tiny_config, layernorm=layernorm, blocks=(2, 1, 1, 1))).eval()
     stage = model.stages["enc1"]
-    for expert in stage.experts:  # make the experts differ in every parameter, norms included
-        for p in expert.parameters():
-            p.data.add_(0.1 * torch.randn_like(p))
+    for p in stage.parameters():  # make the experts differ in every parameter, norms included
+        p.data.add_(0.1 * torch.randn_like(p))
     x = torch.randn(4, 8, 11, 13)
     routes = torch.tensor([2, 0, 2, 1])
     with torch.no_grad():
-        grouped = grouped_forward(stage.experts, x, routes)
-        one_by_one = torch.cat([stage.experts[int(r)](x[i : i + 1]) for i, r in enumerate(routes)])
+        grouped = grouped_forward(stage.stacked, x, routes)
+        one_by_one = torch.cat([stage.expert(int(r))(x[i : i + 1]) for i, r in enumerate(routes)])
     assert torch.allclose(grouped, one_by_one, atol=1e-5)
+
+
+def test_stacked_experts_save_and_load_as_one_entry_per_expert():
+    """Weights files name each expert's tensors apart (``experts.<j>.<name>``), as the stage stores them."""
+    stage = perturbed_stage()
+    state = stage.state_dict()
+    for j in range(3):
+        for name, value in stage.expert(j).state_dict().items():
+            assert torch.equal(state.pop(f"experts.{j}.{name}"), value), (j, name)
+    assert state == {}
+    fresh = RoutedStage([make_expert(8, 2, 2, 2.0, True, True) for _ in range(3)])
+    fresh.load_state_dict(stage.state_dict())
+    x, routes = torch.randn(3, 8, 5, 6), torch.tensor([1, 2, 0])
+    assert torch.equal(fresh(x, routes), stage(x, routes))
+    partial = {k: v for k, v in stage.state_dict().items() if not k.startswith("experts.2.0.attn.qkv.")}
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\).*stacked\.0\.attn\.qkv\.weight"):
+        fresh.load_state_dict(partial)
 
 
 def test_parameter_counts_split_the_model_into_its_parts(tiny_model):
@@ -314,14 +334,12 @@ def perturbed_stage(channels: int = 8, blocks: int = 2, ln_bias: bool = True) ->
     return stage
 
 
-def outputs_and_grads(stage: RoutedStage, x: torch.Tensor, run, *leaves: torch.Tensor) -> list[torch.Tensor]:
-    """``run(x)`` and the gradients of a fixed random projection of it: of x, of ``leaves``, then of every
-    parameter of the stage, expert by expert."""
+def outputs_and_grads(x: torch.Tensor, run, *leaves: torch.Tensor) -> list[torch.Tensor]:
+    """``run(x)`` and the gradients of a fixed random projection of it: of x, then of ``leaves``."""
     x = x.detach().requires_grad_()
     out = run(x)
     weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
-    leaves = [x, *leaves, *stage.parameters()]
-    return [out, *torch.autograd.grad(out, leaves, weights, allow_unused=True, materialize_grads=True)]
+    return [out, *torch.autograd.grad(out, [x, *leaves], weights, allow_unused=True, materialize_grads=True)]
 
 
 @pytest.mark.parametrize("ln_bias", [True, False])
@@ -333,20 +351,22 @@ def test_grouped_hard_routing_equals_running_each_group_through_its_expert(ln_bi
     x = torch.randn(5, 8, 9, 7)
     routes = torch.tensor([2, 0, 2, 2, 0])  # expert 1 unused
 
+    alone = [stage.expert(j) for j in range(3)]
+
     def per_group(x):
         out = torch.zeros_like(x)
         for j in (0, 2):
             idx = (routes == j).nonzero().squeeze(1)
-            out = out.index_copy(0, idx, stage.experts[j](x.index_select(0, idx)))
+            out = out.index_copy(0, idx, alone[j](x.index_select(0, idx)))
         return out
 
-    got = outputs_and_grads(stage, x, lambda x: stage(x, routes))
-    want = outputs_and_grads(stage, x, per_group)
+    got = outputs_and_grads(x, lambda x: stage(x, routes), *stage.parameters())
+    out, dx, *by_expert = outputs_and_grads(x, per_group, *(p for e in alone for p in e.parameters()))
+    stacks = len(got) - 2  # by_expert holds expert 0's parameters, then expert 1's, ...: restack them
+    want = [out, dx, *(torch.stack(by_expert[i::stacks]) for i in range(stacks))]
     for a, b in zip(got, want, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
-    per_expert = len(list(stage.experts[0].parameters()))
-    unused = got[2 + per_expert : 2 + 2 * per_expert]
-    assert all(not g.any() for g in unused) and all(g.any() for g in got[2 : 2 + per_expert])
+    assert all(not g[1].any() and g[0].any() and g[2].any() for g in got[2:]), "expert 1 unused"
     assert stage.trained_experts.tolist() == [True, False, True]
 
 
@@ -365,7 +385,7 @@ def test_soft_routing_without_host_reads_equals_expert_by_expert(gradients):
             probs = logits.softmax(dim=-1)
             return stage(x, probs.argmax(dim=-1), probs, gradients, skip)
 
-        results.append(outputs_and_grads(stage, x, run, logits))
+        results.append(outputs_and_grads(x, run, logits, *stage.parameters()))
     for a, b in zip(*results, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
 
@@ -375,9 +395,8 @@ def test_soft_argmax_gradients_reach_each_samples_chosen_expert_only():
     stage = perturbed_stage()
     probs = torch.tensor([[0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [0.1, 0.8, 0.1]])  # experts 1, 0, 1: 2 unchosen
     stage(torch.randn(3, 8, 6, 6), probs.argmax(-1), probs).square().sum().backward()
-    learnt = [any(p.grad is not None and p.grad.abs().sum() > 0 for p in e.parameters()) for e in stage.experts]
-    assert learnt == [True, True, False]
-    assert stage.trained_experts.tolist() == learnt
+    assert learnt(stage) == [True, True, False]
+    assert stage.trained_experts.tolist() == learnt(stage)
 
 
 @pytest.mark.parametrize("routing", ["soft", "hard"])

@@ -15,7 +15,7 @@ import kernels
 pytest.importorskip("triton")
 pytest.importorskip("open_clip")  # slerir_core.model imports the extractors
 from slerir_core.model.blocks import TransformerBlock
-from slerir_core.model.experts import grouped_forward, make_expert
+from slerir_core.model.experts import RoutedStage, make_expert
 from slerir_core.model.glgf import PriorInjection
 
 
@@ -79,10 +79,11 @@ def test_grouped_routed_stage(kernels_on, assert_rel_close):
     device, calls = kernels_on
     assert not torch.backends.cudnn.allow_tf32, "the reference convolutions must run in full fp32, as the kernel"
     experts = torch.nn.ModuleList(perturb(make_expert(12, 2, 2, 2.0, True, True)) for _ in range(3)).to(device)
+    stage = RoutedStage(list(experts))
     x = torch.randn(4, 12, 5, 7, device=device)
     routes = torch.tensor([2, 0, 2, 1], device=device)
     with torch.no_grad():
-        got = grouped_forward(experts, x, routes)
+        got = stage(x, routes)
         with kernels.use_reference():
             want = torch.cat([experts[int(r)](x[i : i + 1]) for i, r in enumerate(routes)])
     assert_rel_close(got, want, 1e-5)

@@ -286,6 +286,22 @@ def test_a_checkpoint_written_before_phases_were_named_resumes(tmp_path, capsys)
     assert json.loads((out / "summary.json").read_text())["finished"]
 
 
+def test_a_checkpoint_whose_optimiser_state_does_not_fit_says_how_to_go_on(tmp_path, capsys):
+    """As one written when each expert's tensors were parameters apiece: more of them than the model has."""
+    out = tmp_path / "old"
+    quick = ["data.val_images=0", "train.phase1.batch_size=2"]
+    assert train("--steps", "2", "--stop-at", "1", "--out", str(out), "--set", *quick) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    params = state["optimizer"]["param_groups"][0]["params"]
+    params += [max(params) + 1 + i for i in range(len(params))]
+    torch.save(state, out / "checkpoint.pt")
+    capsys.readouterr()
+    assert train("--steps", "2", "--resume", "--out", str(out), "--set", *quick) == 2
+    assert f"--init {out / 'checkpoint.pt'}" in capsys.readouterr().err
+    new = ["--out", str(tmp_path / "new"), "--set", *quick]
+    assert train("--steps", "2", "--init", str(out / "checkpoint.pt"), *new) == 0
+
+
 def test_killing_a_cpu_ranks_run_ends_its_ranks(tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "slerir_core.cli", "train", "--config", "tiny-synthetic", "--steps", "100000"]
