@@ -28,13 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from slerir_core.degradations.blur import (
-    DEFOCUS_RADIUS_RANGE,
-    MOTION_LENGTH_RANGE,
-    MOTION_PROBABILITY,
-    defocus_kernel,
-    motion_kernel,
-)
+from slerir_core.degradations.blur import BLUR_KINDS, blur_kernel
 from slerir_core.degradations.haze import HAZE_AIRLIGHT_RANGE, HAZE_BETA_RANGE, HAZE_NEAR_RANGE, HAZE_TINT
 from slerir_core.degradations.lowlight import (
     LOWLIGHT_EXPOSURE_RANGE,
@@ -248,32 +242,28 @@ class KernelBank:
     A kernel zero-padded about its centre blurs as the kernel itself does, so every bank holds one side.
 
     Attributes:
-        blur: (K, S, S) blur PSFs: the motion kernels first, then the defocus discs.
-        motion: how many of ``blur`` are motion kernels.
+        blur: (K, S, S) blur PSFs, each of a kind drawn with ``BLUR_KINDS``' probabilities: a uniform pick
+            from the bank draws the kinds as ``blur`` does.
         streaks: (K', 2, S', S') long and short streak kernels of one rain field each.
     """
 
     blur: torch.Tensor
-    motion: int
     streaks: torch.Tensor
 
     @classmethod
-    def build(
-        cls, seed: int, device: torch.device, motion: int = 2048, defocus: int = 512, streaks: int = 1024
-    ) -> KernelBank:
+    def build(cls, seed: int, device: torch.device, blur: int = 2560, streaks: int = 1024) -> KernelBank:
         """Draw the banks with the CPU generators' ranges.
 
         Args:
             seed: seeds the kernels' parameters and trajectories.
             device: where the banks live.
-            motion: camera-shake trajectories (lengths uniform in ``MOTION_LENGTH_RANGE``).
-            defocus: defocus discs (radii uniform in ``DEFOCUS_RADIUS_RANGE``).
+            blur: blur PSFs (``slerir_core.degradations.blur``: kinds and parameter ranges).
             streaks: rain streak pairs (length, angle and width uniform in the rain ranges, the short streak
                 ``RAIN_SHORT_RANGE`` of the long one).
         """
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(KERNEL_BANK_TAG,)))
-        psfs = [motion_kernel(rng.uniform(*MOTION_LENGTH_RANGE), rng) for _ in range(motion)]
-        psfs += [defocus_kernel(rng.uniform(*DEFOCUS_RADIUS_RANGE)) for _ in range(defocus)]
+        kinds = rng.choice(list(BLUR_KINDS), size=blur, p=list(BLUR_KINDS.values()))
+        psfs = [blur_kernel(str(kind), rng) for kind in kinds]
         pairs = []
         for _ in range(streaks):
             length, angle = rng.uniform(*RAIN_LENGTH_RANGE), rng.uniform(*RAIN_ANGLE_RANGE)
@@ -281,7 +271,7 @@ class KernelBank:
             pairs += [streak_kernel(length, angle, width), streak_kernel(length * short, angle, width)]
         streak_bank = centre_kernels(pairs)
         streak_bank = streak_bank.reshape(streaks, 2, *streak_bank.shape[1:])
-        return cls(torch.from_numpy(centre_kernels(psfs)).to(device), motion, torch.from_numpy(streak_bank).to(device))
+        return cls(torch.from_numpy(centre_kernels(psfs)).to(device), torch.from_numpy(streak_bank).to(device))
 
 
 # -- the tasks ------------------------------------------------------------------------------------------------
@@ -357,13 +347,10 @@ class BatchedDegradations:
         return scatter(x, beta, airlight, depth_proxy(x, tilt, blobs, weights, near))
 
     def blur(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Camera shake or defocus (``slerir_core.degradations.blur.blur``), a PSF of the bank per sample."""
-        b = x.shape[0]
-        bank = self.kernels
-        is_motion = torch.rand(b, generator=generator, device=x.device) < MOTION_PROBABILITY
-        motion = self._pick(bank.motion, b, generator)
-        defocus = bank.motion + self._pick(len(bank.blur) - bank.motion, b, generator)
-        return convolve(x, bank.blur[torch.where(is_motion, motion, defocus)])
+        """Camera shake, linear motion, defocus or a Gaussian (``slerir_core.degradations.blur.blur``), a PSF
+        of the bank per sample."""
+        bank = self.kernels.blur
+        return convolve(x, bank[self._pick(len(bank), x.shape[0], generator)])
 
     def lowlight(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Exposure drop, darkening gamma, then shot and read noise (``slerir_core.degradations.lowlight``)."""

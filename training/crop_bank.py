@@ -27,11 +27,11 @@ import skimage
 from slerir_core.atomic import atomic_write, prepare_folder
 from slerir_core.clean_images import SKIMAGE_SOURCES
 from training.config import DataConfig
-from training.datasets import SyntheticDataset
+from training.datasets import SyntheticDataset, degradation_margin
 
 CROP_BANK_TAG = 0xBA4C
 """Spawn key of the bank's seeds, which keeps them apart from the CPU stream's ``(seed, epoch, index)``."""
-CROP_BANK_FORMAT = 1
+CROP_BANK_FORMAT = 2
 """Bumped whenever the crops a setting gives change, so older cached banks are not reused."""
 CHUNK = 32
 """Crops a worker process makes per task."""
@@ -51,10 +51,12 @@ def default_cache_dir() -> Path:
 
 
 def bank_key(cfg: DataConfig, size: int, seed: int) -> str:
-    """A hash of what a bank's crops depend on: crop side, source mix, sources, count, seed and format."""
+    """A hash of what a bank's crops depend on: crop side and margin, source mix, sources, count, seed and
+    format."""
     sources = sorted(name for name, s in SKIMAGE_SOURCES.items() if s.split == "train")
     settings = {
         "crop": cfg.crop,
+        "margin": degradation_margin(cfg),
         "dead_leaves_prob": cfg.dead_leaves_prob,
         "sources": sources,
         "skimage": skimage.__version__,
@@ -72,18 +74,20 @@ def _stream(cfg: DataConfig, seed: int) -> SyntheticDataset:
 
 
 def make_crops(cfg: DataConfig, seed: int, start: int, stop: int) -> np.ndarray:
-    """Crops ``start`` to ``stop`` of the bank of ``seed``: uint8, (stop - start, S, S, 3).
+    """Crops ``start`` to ``stop`` of the bank of ``seed``: uint8, (stop - start, S, S, 3), S the crop side with
+    the margin its tasks need on every side (``training.datasets.degradation_margin``).
 
     Args:
         cfg: the data config (``crop`` and ``dead_leaves_prob`` are used).
         seed: the bank's seed.
         start, stop: the crops' indices in the bank.
     """
-    stream = _stream(cfg, seed)
-    crops = np.empty((stop - start, cfg.crop, cfg.crop, 3), np.uint8)
+    stream, margin = _stream(cfg, seed), degradation_margin(cfg)
+    side = cfg.crop + 2 * margin
+    crops = np.empty((stop - start, side, side, 3), np.uint8)
     for j, i in enumerate(range(start, stop)):
         rng = np.random.default_rng(np.random.SeedSequence((seed, i), spawn_key=(CROP_BANK_TAG,)))
-        crops[j] = np.round(np.clip(stream.clean_crop(rng), 0.0, 1.0) * 255.0)
+        crops[j] = np.round(np.clip(stream.clean_crop(rng, margin), 0.0, 1.0) * 255.0)
     return crops
 
 
@@ -104,7 +108,8 @@ def build_crop_bank(cfg: DataConfig, size: int, seed: int, path: str | Path, wor
     """
     chunks = [(cfg, seed, start, min(start + CHUNK, size)) for start in range(0, size, CHUNK)]
     with atomic_write(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(size, cfg.crop, cfg.crop, 3))
+        side = cfg.crop + 2 * degradation_margin(cfg)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(size, side, side, 3))
         if workers <= 1:
             for chunk in chunks:
                 start, crops = _make_chunk(chunk)

@@ -235,6 +235,24 @@ def folder_items(root: str | Path, task: str, split: str) -> list[tuple[Path, Pa
 # -- training datasets ---------------------------------------------------------------------------------------
 
 
+def degradation_margin(cfg: DataConfig, task: str | None = None) -> int:
+    """The margin a clean crop needs around it for ``task`` (any of ``cfg.tasks`` if None), with the partner
+    tasks a composite may add: the largest ``REACH`` among them. Degraded with it and cut back, a crop's border
+    shows a blur of the picture around it, not of the reflection that filters pad a crop with."""
+    from slerir_core.degradations.composite import DOMAINS
+    from slerir_core.degradations.registry import REACH
+
+    tasks = set(cfg.tasks) if task is None else {task}
+    if cfg.composite_prob > 0:
+        tasks |= {t for t in cfg.tasks if any(DOMAINS[t] == DOMAINS[u] for u in tasks)}
+    return max(REACH[t] for t in tasks)
+
+
+def cut_margin(img: np.ndarray, margin: int) -> np.ndarray:
+    """``img`` (H×W×C) without ``margin`` pixels on every side."""
+    return img[margin : img.shape[0] - margin, margin : img.shape[1] - margin] if margin else img
+
+
 def _degrade(clean: np.ndarray, task: str, rng: np.random.Generator, cfg: DataConfig) -> np.ndarray:
     """Apply ``task`` to a clean crop; with ``composite_prob``, also a second task of the same domain.
 
@@ -306,11 +324,11 @@ class SyntheticDataset(TrainStream):
             self._images = [img for _, img in skimage_images("train")]
         return self._images
 
-    def clean_crop(self, rng: np.random.Generator) -> np.ndarray:
-        """One clean crop from the configured sources."""
+    def clean_crop(self, rng: np.random.Generator, margin: int = 0) -> np.ndarray:
+        """One clean crop from the configured sources, ``margin`` pixels larger than the crop on every side."""
         from slerir_core.clean_images import dead_leaves, random_crop
 
-        size = self.cfg.crop
+        size = self.cfg.crop + 2 * margin
         if rng.random() < self.cfg.dead_leaves_prob or not self.images:
             return dead_leaves(size, rng)
         img = self.images[int(rng.integers(len(self.images)))]
@@ -319,8 +337,10 @@ class SyntheticDataset(TrainStream):
         return random_crop(img, size, rng)
 
     def pair(self, epoch: int, index: int, label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        (clean,) = augment([self.clean_crop(rng).astype(np.float32)], rng)
-        return _degrade(clean, self.tasks[label], rng, self.cfg), clean
+        m = degradation_margin(self.cfg, self.tasks[label])
+        (clean,) = augment([self.clean_crop(rng, m).astype(np.float32)], rng)
+        degraded = _degrade(clean, self.tasks[label], rng, self.cfg)
+        return cut_margin(degraded, m), cut_margin(clean, m)
 
     def __len__(self) -> int:
         return 0  # endless: the length of an epoch comes from train.steps_per_epoch

@@ -28,7 +28,7 @@ from slerir_core.degradations.noise import NOISE_SIGMAS
 from training.batched_degradations import BatchedDegradations, KernelBank
 from training.config import DataConfig
 from training.crop_bank import load_crop_bank
-from training.datasets import StreamSampler, TrainStream
+from training.datasets import StreamSampler, TrainStream, degradation_margin
 
 DEVICE_STREAM_TAG = 0xD5EA
 """Spawn key of the batches' seeds, which keeps them apart from the CPU stream's and the bank's."""
@@ -83,7 +83,8 @@ class DeviceStream:
         self.labeller = TrainStream(cfg, seed)
         bank = load_crop_bank(cfg, bank_size, seed, cache_dir, workers)
         self.bank: np.ndarray | torch.Tensor = bank if self.device.type == "cpu" else self._upload(bank)
-        self.maps = flip_rotation_maps(cfg.crop, self.device)
+        self.margin = degradation_margin(cfg)
+        self.maps = flip_rotation_maps(cfg.crop + 2 * self.margin, self.device)
         kernels = KernelBank.build(seed, self.device)
         self.degradations = BatchedDegradations(cfg.noise_sigmas or NOISE_SIGMAS, kernels)
         # Partner table of the composites: row t lists the other tasks of t's domain, padded with -1.
@@ -115,19 +116,21 @@ class DeviceStream:
         labels = np.array([self.labeller.task_of(index) for _, index in items])
         clean = self.clean(host.integers(len(self.bank), size=len(items)), host.integers(8, size=len(items)))
         degraded = self.degrade(clean, self.compose(labels, host), generator)
+        inner = slice(self.margin, self.margin + self.cfg.crop)  # degraded with their margin, cut back
+        degraded, clean = (t[..., inner, inner].contiguous() for t in (degraded, clean))
         return degraded, clean, torch.from_numpy(labels).to(self.device, non_blocking=True)
 
     def clean(self, picks: np.ndarray, transforms: np.ndarray) -> torch.Tensor:
         """Crops ``picks`` of the bank under flips and rotations ``transforms`` (indices into the 8 maps).
 
         Returns:
-            (B, 3, S, S) float32 in [0, 1] on the device.
+            (B, 3, S, S) float32 in [0, 1] on the device, S the crop side with the margin on every side.
         """
         if isinstance(self.bank, np.ndarray):
             crops = torch.from_numpy(self.bank[picks]).to(self.device)
         else:
             crops = self.bank.index_select(0, torch.from_numpy(picks).to(self.device, non_blocking=True))
-        b, s = len(picks), self.cfg.crop
+        b, s = len(picks), self.bank.shape[1]
         flat = crops.permute(0, 3, 1, 2).reshape(b, 3, s * s)
         maps = self.maps[torch.from_numpy(transforms).to(self.device, non_blocking=True)]
         return (flat.gather(2, maps[:, None, :].expand(b, 3, s * s)).reshape(b, 3, s, s)).float() / 255.0

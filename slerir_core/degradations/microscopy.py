@@ -12,6 +12,8 @@ from slerir_core.degradations.registry import register_degradation
 MICRO_PEAK_RANGE = (5.0, 100.0)
 MICRO_READ_SIGMA_RANGE = (0.005, 0.04)
 MICRO_PSF_SIGMA_RANGE = (1.0, 3.0)
+GAUSSIAN_TRUNCATE = 4.0
+"""The Gaussian PSF's support, in standard deviations (scipy's default)."""
 
 
 @register_degradation("micro_noise")
@@ -39,7 +41,7 @@ def micro_noise(
     return finish(poisson_gaussian(x, rng, peak=peak, read_sigma=read_sigma))
 
 
-@register_degradation("micro_blur")
+@register_degradation("micro_blur", reach=int(np.ceil(GAUSSIAN_TRUNCATE * MICRO_PSF_SIGMA_RANGE[1])))
 def micro_blur(clean: np.ndarray, rng: np.random.Generator, sigma: float | None = None) -> np.ndarray:
     """Widefield out-of-focus blur, with the PSF approximated by an isotropic Gaussian.
 
@@ -56,4 +58,4 @@ def micro_blur(clean: np.ndarray, rng: np.random.Generator, sigma: float | None 
     """
     x = check_image(clean)
     sigma = draw(sigma, *MICRO_PSF_SIGMA_RANGE, rng)
-    return finish(gaussian_filter(x, sigma=(sigma, sigma, 0.0), mode="reflect"))
+    return finish(gaussian_filter(x, sigma=(sigma, sigma, 0.0), mode="reflect", truncate=GAUSSIAN_TRUNCATE))

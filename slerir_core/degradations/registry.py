@@ -22,6 +22,12 @@ Degradation = Callable[..., np.ndarray]
 DEGRADATIONS: dict[str, Degradation] = {}
 """Task name -> generator. Filled by :func:`register_degradation` when the package is imported."""
 
+REACH: dict[str, int] = {}
+"""Task name -> how far, in pixels, a degraded pixel draws on the clean pixels around it (a PSF's half-side;
+0 for pixel-wise degradations and those whose fields do not move image content). A crop degraded with this
+margin around it and cut back shows what the degradation does to a larger picture, not what it does to the
+reflection of the crop that filters pad its border with."""
+
 
 def family(task: str) -> str:
     """The degradation a task is a case of: microscopy noise and blur are noise and blur, with their own
@@ -30,11 +36,12 @@ def family(task: str) -> str:
     return task.removeprefix("micro_")
 
 
-def register_degradation(name: str) -> Callable[[Degradation], Degradation]:
+def register_degradation(name: str, reach: int = 0) -> Callable[[Degradation], Degradation]:
     """Decorator that files a generator under ``name``.
 
     Args:
         name: task name; must be new, so two modules cannot silently shadow each other.
+        reach: its :data:`REACH`.
 
     Raises:
         ValueError: ``name`` is already registered.
@@ -44,6 +51,7 @@ def register_degradation(name: str) -> Callable[[Degradation], Degradation]:
         if name in DEGRADATIONS:
             raise ValueError(f"degradation {name!r} is already registered (by {DEGRADATIONS[name]!r})")
         DEGRADATIONS[name] = fn
+        REACH[name] = reach
         return fn
 
     return decorator

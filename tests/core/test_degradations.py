@@ -19,6 +19,16 @@ from slerir_core.degradations import (
     motion_kernel,
     register_degradation,
 )
+from slerir_core.degradations.blur import (
+    BLUR_REACH,
+    DEFOCUS_RADIUS_RANGE,
+    GAUSSIAN_SIGMA_RANGE,
+    LINEAR_LENGTH_RANGE,
+    MOTION_LENGTH_RANGE,
+    gaussian_kernel,
+    linear_motion_kernel,
+)
+from slerir_core.degradations.registry import REACH
 
 
 @pytest.fixture(scope="module")
@@ -178,9 +188,9 @@ def test_haze_is_denser_far_away(scene):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["motion", "defocus"])
+@pytest.mark.parametrize("kind", ["motion", "linear", "defocus", "gaussian"])
 def test_blur_lowers_high_frequency_energy(kind, scene):
-    out = degrade(scene, "blur", np.random.default_rng(0), kind=kind, length=12, radius=3)
+    out = degrade(scene, "blur", np.random.default_rng(0), kind=kind, length=12, radius=3, sigma=2)
     assert high_frequency_energy(out) < 0.5 * high_frequency_energy(scene)
     assert abs(out.mean() - scene.mean()) < 0.02
 
@@ -201,17 +211,33 @@ def test_kernels_are_normalised_and_centred():
         assert abs((k * r).sum()) < 0.5 and abs((k * c).sum()) < 0.5
         extent = np.ptp(np.argwhere(k > 0), axis=0).max()
         assert 17 <= extent <= 22
-    d = defocus_kernel(3.0)
-    assert abs(d.sum() - 1) < 1e-6
-    np.testing.assert_allclose(d, d.T, atol=1e-7)
+    for d in (defocus_kernel(3.0), gaussian_kernel(2.0)):
+        assert abs(d.sum() - 1) < 1e-6
+        np.testing.assert_allclose(d, d.T, atol=1e-7)
 
 
-def test_blur_explicit_kernel_and_bad_kind(scene):
-    box = np.ones((1, 5), np.float32)
-    out = degrade(scene, "blur", np.random.default_rng(0), kernel=box)
-    assert np.abs(np.diff(out, axis=1)).mean() < np.abs(np.diff(scene, axis=1)).mean()
-    with pytest.raises(ValueError, match="blur kind"):
-        degrade(scene, "blur", np.random.default_rng(0), kind="gaussian")
+@pytest.mark.parametrize("angle", [0.0, 0.7, np.pi / 2])
+def test_linear_motion_is_a_centred_segment_of_its_length_and_angle(angle):
+    k = linear_motion_kernel(15.0, angle)
+    assert k.shape[0] % 2 == 1 and abs(k.sum() - 1) < 1e-5
+    c = k.shape[0] // 2
+    rows, cols = np.nonzero(k > 1e-3)
+    x, y = cols - c, rows - c
+    assert abs((k[rows, cols] * x).sum()) < 0.1 and abs((k[rows, cols] * y).sum()) < 0.1
+    assert np.abs(x * np.sin(angle) - y * np.cos(angle)).max() < 1.5  # bilinear weights: within a pixel's diagonal
+    assert 14 <= np.hypot(x, y).max() * 2 <= 17
+
+
+def test_every_psf_lies_within_the_blur_reach():
+    """All but a thousandth of every PSF's weight lies within ``BLUR_REACH`` of its centre."""
+    rng = np.random.default_rng(0)
+    kernels = [motion_kernel(rng.uniform(*MOTION_LENGTH_RANGE), rng) for _ in range(300)]
+    kernels += [linear_motion_kernel(LINEAR_LENGTH_RANGE[1], rng.uniform(0, np.pi)) for _ in range(20)]
+    kernels += [defocus_kernel(DEFOCUS_RADIUS_RANGE[1]), gaussian_kernel(GAUSSIAN_SIGMA_RANGE[1])]
+    for k in kernels:
+        c, r = k.shape[0] // 2, BLUR_REACH
+        assert k[max(0, c - r) : c + r + 1, max(0, c - r) : c + r + 1].sum() > 0.999
+    assert REACH["blur"] == BLUR_REACH and REACH["noise"] == 0 and REACH["micro_blur"] == 12
 
 
 def test_micro_blur_lowers_high_frequency_energy(scene):

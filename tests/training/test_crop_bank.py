@@ -17,8 +17,8 @@ def test_a_crop_is_the_cpu_streams_clean_crop_on_the_uint8_grid():
     crops = make_crops(CFG, seed=5, start=3, stop=6)
     for j, i in enumerate(range(3, 6)):
         rng = np.random.default_rng(np.random.SeedSequence((5, i), spawn_key=(CROP_BANK_TAG,)))
-        expected = stream.clean_crop(rng)
-        assert crops[j].dtype == np.uint8 and crops[j].shape == (32, 32, 3)
+        expected = stream.clean_crop(rng, margin=20)  # the default tasks' blur reaches 20 px
+        assert crops[j].dtype == np.uint8 and crops[j].shape == (72, 72, 3)
         np.testing.assert_allclose(crops[j] / 255.0, expected, atol=0.5 / 255 + 1e-6)
 
 
@@ -45,7 +45,7 @@ def test_the_source_mix_follows_dead_leaves_prob():
 def test_a_bank_is_the_same_however_many_processes_build_it(tmp_path):
     serial = load_crop_bank(CFG, 40, seed=2, cache_dir=tmp_path / "one", workers=1)
     parallel = load_crop_bank(CFG, 40, seed=2, cache_dir=tmp_path / "two", workers=2)
-    assert isinstance(serial, np.memmap) and serial.dtype == np.uint8 and serial.shape == (40, 32, 32, 3)
+    assert isinstance(serial, np.memmap) and serial.dtype == np.uint8 and serial.shape == (40, 72, 72, 3)
     assert not serial.flags.writeable
     np.testing.assert_array_equal(serial, parallel)
     np.testing.assert_array_equal(serial[7:9], make_crops(CFG, seed=2, start=7, stop=9))

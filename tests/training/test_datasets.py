@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from training import datasets
 from training.config import DataConfig
 from training.datasets import (
     DataError,
@@ -17,6 +18,7 @@ from training.datasets import (
     SyntheticDataset,
     _degrade,
     augment,
+    degradation_margin,
     folder_items,
     held_out_clean_images,
     match_pairs,
@@ -142,3 +144,26 @@ def test_composite_samples_pair_tasks_of_one_domain(monkeypatch):
             assert len({t.startswith("micro_") for t in tasks}) == 1
             if "noise" in tasks:
                 assert params["noise"]["sigma"] in cfg.noise_sigmas
+
+
+def test_spreading_degradations_see_a_margin_around_the_crop(monkeypatch):
+    """A blurred crop is the centre of a blurred larger crop: its border blurs the picture around it."""
+    seen = []
+    real = datasets._degrade
+
+    def spy(clean, task, rng, cfg):
+        seen.append(clean)
+        return real(clean, task, rng, cfg)
+
+    monkeypatch.setattr(datasets, "_degrade", spy)
+    cfg = DataConfig(tasks=("noise", "blur", "micro_blur"), crop=16, dead_leaves_prob=1.0)
+    stream = SyntheticDataset(cfg, seed=0)
+    for index, margin in ((0, 0), (2, 20), (4, 12)):  # indices 2i and 2i + 1 share task i
+        degraded, clean, label = stream[(0, index)]
+        assert cfg.tasks[label] == ("noise", "blur", "micro_blur")[index // 2]
+        assert degraded.shape == clean.shape == (3, 16, 16)
+        assert seen[-1].shape == (16 + 2 * margin, 16 + 2 * margin, 3)
+        centre = seen[-1][margin : margin + 16, margin : margin + 16]
+        np.testing.assert_array_equal(clean.permute(1, 2, 0).numpy(), centre)
+    assert degradation_margin(cfg) == 20 and degradation_margin(DataConfig(tasks=("noise", "haze"))) == 0
+    assert degradation_margin(DataConfig(tasks=("noise", "blur"), composite_prob=0.5), "noise") == 20

@@ -70,10 +70,13 @@ def test_labels_and_items_are_the_cpu_streams(cache):
 def test_clean_crops_are_bank_crops_under_a_flip_or_rotation(cache):
     s = stream(cache)
     _, clean, _ = s.batch(4)
+    side = CFG.crop + 2 * s.margin
+    assert s.margin == 20 and s.bank.shape == (32, side, side, 3)  # the blur's reach around every crop
     bank = torch.from_numpy(np.array(s.bank)).permute(0, 3, 1, 2).float().reshape(32, 3, -1) / 255.0
-    variants = bank[:, :, s.maps].permute(0, 2, 1, 3)  # (bank, 8 maps, 3, S²)
-    for crop in clean.reshape(10, 3, -1):
-        assert torch.isclose(variants, crop).all(dim=(-2, -1)).any()
+    variants = bank[:, :, s.maps].reshape(32, 3, 8, side, side).permute(0, 2, 1, 3, 4)  # (bank, 8 maps, 3, S, S)
+    centres = variants[..., s.margin : s.margin + CFG.crop, s.margin : s.margin + CFG.crop]
+    for crop in clean:
+        assert torch.isclose(centres, crop).all(dim=(-3, -2, -1)).any()
 
 
 def test_degradations_follow_the_labels(cache):
