@@ -55,6 +55,17 @@ def family_probabilities(task_probs: dict[str, float]) -> dict[str, float]:
     return dict(sorted(out.items(), key=lambda item: item[1], reverse=True))
 
 
+def family_verdict(task_probs: dict[str, float]) -> Verdict:
+    """The label task probabilities give: the likeliest family with its probability (``kind`` ``label``,
+    ``family`` set), or ``uncertain`` with the two likeliest when it is below ``confident_above``."""
+    families = family_probabilities(task_probs)
+    (top, p), *_ = families.items()
+    if p < confident_above(len(families)):
+        likeliest = list(families.items())[:2]
+        return Verdict("uncertain", f"uncertain ({', '.join(f'{name} {q:.0%}' for name, q in likeliest)})")
+    return Verdict("label", f"{top} ({p:.0%})", top)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What a plan may honestly say about the image's degradation, in one place for the CLI, the JSON
@@ -66,10 +77,12 @@ class Verdict:
             router decided nothing) or ``"none"`` (the model has no task prototypes).
         text: the verdict in words, e.g. ``"noise (81%)"``, ``"uncertain (noise 35%, rain 24%)"``,
             ``"outside training (grey image)"``, ``"manual"``.
+        family: the degradation family a ``label`` names; ``None`` for the other kinds.
     """
 
     kind: str
     text: str
+    family: str | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -207,12 +220,7 @@ class Plan:
             return Verdict("none", "none (the model has no task labels)")
         if self.grey:
             return Verdict("outside", "outside training (grey image)")
-        families = family_probabilities(self.task_probs)
-        (top, p), *_ = families.items()
-        if p < confident_above(len(families)):
-            likeliest = list(families.items())[:2]
-            return Verdict("uncertain", f"uncertain ({', '.join(f'{name} {q:.0%}' for name, q in likeliest)})")
-        return Verdict("label", f"{top} ({p:.0%})")
+        return family_verdict(self.task_probs)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (everything but the prior)."""

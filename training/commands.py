@@ -43,6 +43,7 @@ from training.evaluate import (
     folder_test_set,
     format_table,
     generated_test_set,
+    label_accuracy,
     mixed_test_set,
     order_columns,
     routing_summary,
@@ -292,11 +293,13 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         if bm3d_scores:
             rows["BM3D (true σ)"] = bm3d_scores
             notes.append("BM3D (the bm3d package) is given the true σ: a non-blind reference for denoising.")
-    routing, mixed = None, None
+    routing, labels, mixed = None, None, None
     if model is not None:
         method = ModelMethod(model, device)
         rows[model_row] = evaluate_method(method, cases)
         routing = routing_summary([c.task for c in cases], method.routes, model.config.num_experts)
+        if method.labels:
+            labels = label_accuracy([c.task for c in cases], method.labels)
         if model.glgf is not None and args.data is None:
             mixed = evaluate_mixed(model, device, mixed_test_set(images, size, args.seed))
     rows = {name: with_average(scores, columns) for name, scores in rows.items()}
@@ -308,6 +311,10 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for task in order_columns(list(routing)):
             r = routing[task]
             print(f"  {TITLES.get(task, task):<14} {r['path']}  purity {r['purity']:.2f}")
+    if labels:
+        print("\nLabel shown (share of each task's images labelled with its family; uncertain counts as wrong):")
+        for task in order_columns(list(labels)):
+            print(f"  {TITLES.get(task, task):<14} {labels[task]:.0%}")
     if mixed:
         print(
             f"\nMixed case ({MIXED.split(': ')[1]}, left | right halves), PSNR: "
@@ -319,6 +326,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "columns": columns,
         "rows": rows,
         "routing": routing,
+        "labels": labels,
         "mixed": mixed,
     }
 

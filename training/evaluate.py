@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from slerir_core.degradations.registry import family
+from slerir_core.plan import family_verdict
 from training.datasets import (
     TEST_SEED_TAG,
     crop_to_multiple,
@@ -241,6 +243,7 @@ class ModelMethod:
 
     def __post_init__(self) -> None:
         self.routes: list[tuple[int, ...]] = []
+        self.labels: list[str | None] = []  # the family a user is shown, None when uncertain
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         import torch
@@ -257,6 +260,9 @@ class ModelMethod:
             net.train(was_training)
             net.routing = routing
         self.routes.append(tuple(int(r) for r in info["routes"][0].tolist()))
+        if "task_probs" in info and net.config.tasks:
+            probs = dict(zip(net.config.tasks, info["task_probs"][0].tolist(), strict=True))
+            self.labels.append(family_verdict(probs).family)
         return restored[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
@@ -302,6 +308,16 @@ def evaluate_bm3d(cases: Sequence[EvalCase], ssim: bool = True) -> dict[str, Any
         sigma = subset[0].level / 255
         scores.update(evaluate_method(lambda image, s=sigma: bm3d_known_sigma(image, s), subset, ssim))
     return scores
+
+
+def label_accuracy(tasks: Sequence[str], labels: Sequence[str | None]) -> dict[str, float]:
+    """Per task: the share of its images whose label (the verdict the CLI and the plugin show) names the
+    task's family; an uncertain verdict counts as wrong."""
+    out: dict[str, float] = {}
+    for task in dict.fromkeys(tasks):
+        named = [label for t, label in zip(tasks, labels, strict=True) if t == task]
+        out[task] = sum(label == family(task) for label in named) / len(named)
+    return out
 
 
 def routing_summary(

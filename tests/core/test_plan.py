@@ -182,6 +182,7 @@ def test_the_verdict_is_the_label_only_when_it_is_confident_in_a_colour_image_th
     plan = dataclasses.replace(restorer.plan(smooth_rgb(48), channels="rgb"), **{**confident, **changes})
     verdict = plan.verdict()
     assert verdict.kind == kind and plan.summary()["verdict"] == {"kind": kind, "text": verdict.text}
+    assert verdict.family == (text.split()[0] if kind == "label" else None)
     if text is not None:
         assert verdict.text == text
     else:  # the two likeliest tasks, so the reader sees what the model hesitates between

@@ -147,6 +147,7 @@ def test_evaluate_command_prints_the_table(tmp_path, capsys):
     assert all(bm3d[c]["psnr"] > noisy[c]["psnr"] + 3 for c in ("noise σ=15", "noise σ=25"))
     assert result["rows"]["Degraded input"]["haze"]["n"] == 2
     assert set(result["routing"]) == {"haze", "rain", "noise"}
+    assert result["labels"] is None  # an untrained network of a config without task labels names nothing
     assert "Mixed case (rain | noise σ=25" in text
     assert set(result["mixed"]) == {"input", "injection on", "injection off"}
     assert result["mixed"]["injection on"] != result["mixed"]["injection off"]

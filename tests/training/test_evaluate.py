@@ -11,6 +11,7 @@ from training.baselines import BASELINES, dark_channel_prior
 from training.evaluate import (
     format_table,
     generated_test_set,
+    label_accuracy,
     mixed_test_set,
     order_columns,
     psnr_ssim,
@@ -26,6 +27,12 @@ def test_metrics_follow_the_protocol():
     p, s = psnr_ssim(np.clip(clean + 0.1, 0, 1), clean)
     assert 19 < p < 21 and 0 < s < 1
     assert math.isnan(psnr_ssim(clean, clean, ssim=False)[1])
+
+
+def test_label_accuracy_names_the_family_and_counts_uncertain_as_wrong():
+    tasks = ["noise", "micro_noise", "blur", "blur", "micro_blur"]
+    labels = ["noise", "noise", None, "blur", "noise"]
+    assert label_accuracy(tasks, labels) == {"noise": 1.0, "micro_noise": 1.0, "blur": 0.5, "micro_blur": 0.0}
 
 
 def test_routing_summary_reports_most_common_path_and_purity():
