@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("slerir_core.commands.demo", "restore the bundled sample and write a before/after picture"),
     "restore": ("slerir_core.commands.restore", "restore image files, folders and TIFF stacks"),
     "info": ("slerir_core.commands.info", "print the model, device, config and routing paths"),
+    "adapt": ("slerir_core.commands.adapt", "adapt a model to your own noisy images (no clean targets needed)"),
     "train": ("training.commands:TRAIN", "train a model (phase 1 or 2) from a training config"),
     "evaluate": ("training.commands:EVALUATE", "PSNR/SSIM per task against the degraded input and classical baselines"),
 }

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from slerir_core.adaptation import AdaptResult, AdaptSettings, adapt_model
 from slerir_core.batching import batch_size
 from slerir_core.blending import BlendBand, Span
 from slerir_core.checkpoint import load_model
@@ -237,6 +238,32 @@ class Restorer:
         with torch.inference_mode():
             probs = self.model.router.probabilities(torch.nn.functional.normalize(protos.float(), dim=-1))
         return {name: path for name, path in zip(self.config.tasks, probs.argmax(dim=-1).tolist(), strict=True)}
+
+    def adapt(
+        self,
+        images: Sequence[Any],
+        minutes: float = 5.0,
+        axes: str | Sequence[str | None] | None = None,
+        channels: str = "auto",
+        **options: Any,
+    ) -> tuple[Restorer, AdaptResult]:
+        """Adapt to a user's own noisy images with the blind-spot loss (``slerir_core.adaptation``).
+
+        Args:
+            images: arrays as ``restore`` takes them (2-D, stacks, multichannel; uint8, uint16, float).
+            minutes: wall-clock budget.
+            axes: as for ``restore``, for every image or one per image.
+            channels: as for ``restore``.
+            **options: further ``AdaptSettings`` fields, and ``progress`` and ``cancelled`` callbacks.
+
+        Returns:
+            A new restorer with the adapted model (this one is left as it was), and what was done.
+        """
+        callbacks = {key: options.pop(key) for key in ("progress", "cancelled") if key in options}
+        settings = AdaptSettings(minutes=minutes, **options)
+        model, result = adapt_model(self, images, settings, axes, channels, **callbacks)
+        source = f"{self.weights or 'model object'}, adapted"
+        return Restorer(model, self.device, precision=self.precision, weights=source), result
 
     # -- planning -------------------------------------------------------------------------------------
 

@@ -1,0 +1,301 @@
+"""Adapting a model to a user's own noisy images, with no clean targets (``slerir adapt``, ``Restorer.adapt``).
+
+What is trained: the experts on the path the router picks for the user's images, one per routed stage, and
+nothing else. The router, the extractors, the GLGF prior and the shared layers stay as they were, and so do the
+other experts: the images still route as before, and the degradations other paths restore (rain, haze, low
+light, blur) keep their experts. The noise is what differs from camera to camera, and the experts of the path
+are what restores it.
+
+How: the blind-spot loss (``blind_spot``) on crops of the user's images, as the network sees them (scaled,
+grey repeated to RGB, channel by channel for multichannel data). A share of the crops is held out and never
+trained on; the loss on them, with fixed hidden pixels, is measured as adaptation goes, the best state is kept,
+and adaptation stops early once that loss has not improved for a while.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from slerir_core.adaptation.blind_spot import blind_spot_input, blind_spot_loss, hidden_mask
+from slerir_core.device import autocast
+from slerir_core.errors import ImageError
+from slerir_core.noise_level import estimate_noise_sigma
+
+if TYPE_CHECKING:
+    from slerir_core.restore import Restorer
+
+CROP = 64
+"""Side of the training and held-out crops."""
+HELD_OUT_SHARE = 0.15
+"""Share of the crops held out (at least one)."""
+MIN_NOISE_SIGMA = 1.0 / 255
+"""Noise below this (on the 0-1 scale, by ``estimate_noise_sigma``) leaves nothing to learn."""
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How to adapt.
+
+    Attributes:
+        minutes: wall-clock budget.
+        max_steps: stop after this many optimiser steps as well (``None``: the budget alone).
+        batch: crops per step.
+        lr: Adam's learning rate.
+        eval_every: steps between two held-out measurements.
+        patience: held-out measurements without improvement before stopping early.
+        seed: seeds the crop order and the hidden pixels.
+    """
+
+    minutes: float = 5.0
+    max_steps: int | None = None
+    batch: int = 8
+    lr: float = 5e-5
+    eval_every: int = 10
+    patience: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AdaptProgress:
+    """How far adaptation is: for progress bars and the plugin's loss readout."""
+
+    step: int
+    seconds: float
+    budget_seconds: float
+    held_out_loss: float | None
+    best_loss: float | None
+
+
+@dataclass
+class AdaptResult:
+    """What an adaptation did.
+
+    Attributes:
+        path: the expert per routed stage that was adapted.
+        steps: optimiser steps taken.
+        best_step: the step whose state was kept (0: the starting weights were best).
+        seconds: wall-clock time.
+        curve: (step, held-out loss) pairs, the first at step 0.
+        data_hash: SHA-256 of the crops adapted on, to tell later which data a file came from.
+        stopped: why it ended: ``budget``, ``steps``, ``converged`` or ``cancelled``.
+    """
+
+    path: tuple[int, ...]
+    steps: int = 0
+    best_step: int = 0
+    seconds: float = 0.0
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    data_hash: str = ""
+    stopped: str = "budget"
+
+    def metadata(self, source: str) -> dict[str, str]:
+        """String metadata for the weights file (``slerir_core.checkpoint.save_weights``)."""
+        return {
+            "adapted_from": source,
+            "adapted_path": "-".join(map(str, self.path)),
+            "adapted_data_sha256": self.data_hash,
+            "adapted_minutes": f"{self.seconds / 60:.2f}",
+            "adapted_steps": str(self.steps),
+            "adapted_best_step": str(self.best_step),
+            "adapted_stopped": self.stopped,
+            "adapted_curve": ";".join(f"{s}:{loss:.6g}" for s, loss in self.curve),
+        }
+
+
+@dataclass
+class _Plane:
+    """One 2-D image as the network sees it, with its routes and prior."""
+
+    pixels: torch.Tensor  # (1, 3, H, W) in [0, 1]
+    routes: tuple[int, ...]
+    prior: torch.Tensor | None
+
+
+Axes = str | None | Sequence[str | None]
+"""One axes string for every image, or one per image (``None``: inferred, as ``restore`` does)."""
+
+
+def user_planes(restorer: Restorer, images: Sequence[Any], axes: Axes, channels: str) -> list[_Plane]:
+    """Every 2-D plane of ``images`` (stacks and channel groups apart, as the Restorer restores them), checked.
+
+    Raises:
+        ImageError: a plane smaller than ``CROP``², too few crops in all, a constant plane, or images whose
+            pixel noise is too low to learn from.
+    """
+    from slerir_core.restore import _prepare
+
+    planes: list[_Plane] = []
+    noise = []
+    per_image = [axes] * len(images) if axes is None or isinstance(axes, str) else list(axes)
+    for image, image_axes in zip(images, per_image, strict=True):
+        layout, canon, scaling = _prepare(image, image_axes, channels, "percentile")
+        if min(layout.height, layout.width) < CROP:
+            raise ImageError(
+                f"an image of {layout.height}×{layout.width} pixels is too small to adapt on: at least {CROP}×{CROP}"
+            )
+        for index in np.ndindex(layout.stack_shape):
+            for group in layout.groups:
+                raw = np.asarray(canon[index])
+                unit = scaling.to_unit(raw, group)
+                if float(np.ptp(unit)) == 0.0:
+                    raise ImageError("an image plane is constant: there is nothing to learn from it")
+                noise.append(estimate_noise_sigma(unit))
+                plan = restorer.plan_plane(raw, scaling, group, layout.describe(index, layout.groups.index(group)))
+                prior = None if plan.prior is None else plan.prior.clone().to(restorer.device)
+                planes.append(_Plane(restorer._tensor(unit).clone(), tuple(plan.routes), prior))
+    if not planes:
+        raise ImageError("no images to adapt on")
+    if float(np.median(noise)) < MIN_NOISE_SIGMA:
+        raise ImageError(
+            f"the images show almost no pixel noise (σ ≈ {255 * float(np.median(noise)):.2f} grey levels of 255): "
+            "there is nothing for the blind-spot loss to learn"
+        )
+    return planes
+
+
+def _crop_boxes(planes: Sequence[_Plane]) -> list[tuple[int, int, int]]:
+    """(plane, top, left) of every whole ``CROP``² cell of every plane."""
+    boxes = []
+    for p, plane in enumerate(planes):
+        h, w = plane.pixels.shape[-2:]
+        boxes += [(p, top, left) for top in range(0, h - CROP + 1, CROP) for left in range(0, w - CROP + 1, CROP)]
+    return boxes
+
+
+def _data_hash(planes: Sequence[_Plane]) -> str:
+    digest = hashlib.sha256()
+    for plane in planes:
+        digest.update(plane.pixels.float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def adapt_model(
+    restorer: Restorer,
+    images: Sequence[Any],
+    settings: AdaptSettings,
+    axes: Axes = None,
+    channels: str = "auto",
+    progress: Callable[[AdaptProgress], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> tuple[torch.nn.Module, AdaptResult]:
+    """Adapt a copy of the restorer's model to ``images``; the restorer's own model is left as it was.
+
+    Returns:
+        The adapted model (the best state on the held-out crops) and what was done.
+
+    Raises:
+        ImageError: unusable images (``user_planes``), or too few crops to hold some out.
+    """
+    planes = user_planes(restorer, images, axes, channels)
+    boxes = _crop_boxes(planes)
+    if len(boxes) < 2:
+        raise ImageError(
+            f"the images hold {len(boxes)} crop(s) of {CROP}×{CROP}: at least 2 are needed (one is held out)"
+        )
+    rng = np.random.default_rng(settings.seed)
+    order = rng.permutation(len(boxes))
+    held = max(1, round(HELD_OUT_SHARE * len(boxes)))
+    held_out, train = [boxes[i] for i in order[:held]], [boxes[i] for i in order[held:]]
+    path = Counter(plane.routes for plane in planes).most_common(1)[0][0]
+    result = AdaptResult(path=path, data_hash=_data_hash(planes))
+
+    model = copy.deepcopy(restorer.model).train()
+    model.requires_grad_(False)
+    stacks = [p for stage in model.stages.values() for p in stage.parameters()]
+    for p in stacks:  # only the path's slices get gradients: Adam leaves the others exactly as they are
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(stacks, lr=settings.lr, weight_decay=0.0)
+    device, bf16 = restorer.device, restorer.bf16
+    routes = torch.tensor(path, device=device)
+    generator = torch.Generator(device).manual_seed(settings.seed)
+
+    def batch(crops: Sequence[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Crops of one plane, their boxes in it (fractions) and its prior."""
+        plane = planes[crops[0][0]]
+        h, w = plane.pixels.shape[-2:]
+        x = torch.cat([plane.pixels[..., t : t + CROP, left : left + CROP] for _, t, left in crops])
+        box = torch.tensor(
+            [[t / h, left / w, (t + CROP) / h, (left + CROP) / w] for _, t, left in crops], device=device
+        )
+        return x, box, plane.prior
+
+    def predict(x: torch.Tensor, box: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+        with autocast(device, bf16):
+            return model.restore_features(x, routes.expand(len(x), -1), prior=prior, box=box)
+
+    eval_generator = torch.Generator(device).manual_seed(settings.seed + 1)
+    held_batches = []
+    for crop in held_out:
+        x, box, prior = batch([crop])
+        hidden = hidden_mask(tuple(x.shape), eval_generator)
+        held_batches.append((blind_spot_input(x, hidden, eval_generator), x, box, prior, hidden))
+
+    @torch.no_grad()
+    def held_out_loss() -> float:
+        model.eval()
+        losses = [
+            float(blind_spot_loss(predict(m, box, prior), x, hidden)) for m, x, box, prior, hidden in held_batches
+        ]
+        model.train()
+        return float(np.mean(losses))
+
+    best_loss = held_out_loss()
+    best_state = [p.detach().clone() for p in stacks]
+    result.curve.append((0, best_loss))
+    since_best, start = 0, time.monotonic()
+    budget = 60.0 * settings.minutes
+    while True:
+        elapsed = time.monotonic() - start
+        if cancelled is not None and cancelled():
+            result.stopped = "cancelled"
+            break
+        if elapsed >= budget:
+            result.stopped = "budget"
+            break
+        if settings.max_steps is not None and result.steps >= settings.max_steps:
+            result.stopped = "steps"
+            break
+        # Crops of one plane per step: the planes' priors differ, and one forward shares one prior.
+        plane = train[int(rng.integers(len(train)))][0]
+        own = [c for c in train if c[0] == plane]
+        picks = [own[i] for i in rng.integers(len(own), size=settings.batch)]
+        x, box, prior = batch(picks)
+        hidden = hidden_mask(tuple(x.shape), generator)
+        loss = blind_spot_loss(predict(blind_spot_input(x, hidden, generator), box, prior), x, hidden)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        result.steps += 1
+        if result.steps % settings.eval_every == 0:
+            current = held_out_loss()
+            result.curve.append((result.steps, current))
+            if current < best_loss:
+                best_loss, since_best, result.best_step = current, 0, result.steps
+                best_state = [p.detach().clone() for p in stacks]
+            else:
+                since_best += 1
+            if progress is not None:
+                progress(AdaptProgress(result.steps, time.monotonic() - start, budget, current, best_loss))
+            if since_best >= settings.patience:
+                result.stopped = "converged"
+                break
+    with torch.no_grad():
+        for p, kept in zip(stacks, best_state, strict=True):
+            p.copy_(kept)
+    model.requires_grad_(False)
+    result.seconds = time.monotonic() - start
+    return model.eval(), result
+
+
+def budget_fraction(update: AdaptProgress) -> float:
+    """How much of the budget an update has used, in [0, 1]."""
+    return min(1.0, update.seconds / update.budget_seconds) if update.budget_seconds > 0 else 1.0
