@@ -1,6 +1,6 @@
 """State shared by the plugin's widgets: which model to use, the loaded Restorer, and recent plans.
 
-The three widgets (Restore, Routes, Degradation map) work on the same model and show the same plan, so
+The widgets (Restore, Routes, Degradation map, Adapt) work on the same model and show the same plan, so
 both live here, once per process, rather than in any one widget. Nothing here holds a viewer, a layer
 or a widget, so closing a viewer frees everything it owned.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -122,6 +122,8 @@ class SharedState:
         self._max_plans = max_plans
         self.last_plan: Plan | None = None
         self.last_plan_layer: str | None = None
+        self.adapted: dict[str, str] = {}
+        """Weights files adapted in this session -> the layer each was adapted to."""
 
     # -- the model -------------------------------------------------------------------------------------
 
@@ -135,6 +137,11 @@ class SharedState:
         if spec != self._spec:
             self._spec = spec
             self.spec_changed.emit(spec)
+
+    def use_adapted(self, weights: str, layer_name: str) -> None:
+        """Make weights adapted to a layer the model the widgets use (main thread)."""
+        self.adapted[weights] = layer_name
+        self.set_spec(replace(self._spec, weights=weights, config=None))
 
     @property
     def info(self) -> ModelInfo | None:
@@ -210,6 +217,7 @@ class SharedState:
             self._restorer = self._restorer_spec = self._info = None
             self._plans.clear()
             self.last_plan = self.last_plan_layer = None
+            self.adapted.clear()
 
 
 def _describe(restorer: Restorer, spec: ModelSpec) -> ModelInfo:

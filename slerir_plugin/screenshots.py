@@ -77,6 +77,29 @@ def scene_stack(out: Path) -> Path:
     return path
 
 
+def scene_adapt(out: Path) -> Path:
+    """Adapt to the noisy nuclei stack for a minute, then restore it with the adapted weights."""
+    from slerir_plugin._widgets.restore import PLAN_ONCE, WHOLE_STACK
+
+    viewer = _viewer()
+    viewer.open_sample("slerir", "cells")
+    _dock, restore = viewer.window.add_plugin_dock_widget("slerir", "Restore")
+    _dock, adapt = viewer.window.add_plugin_dock_widget("slerir", "Adapt to your data")
+    adapt._minutes.value = 1.0
+    adapt.run()
+    adapt.wait(600_000)
+    restore._scope.value = WHOLE_STACK
+    restore._plan_per.value = PLAN_ONCE
+    restore.run()
+    restore.wait(600_000)
+    viewer.grid.enabled = True
+    viewer.dims.set_current_step(0, 8)
+    viewer.reset_view()
+    path = _save(viewer, out, "adapt")
+    viewer.close()
+    return path
+
+
 def scene_routes(out: Path) -> Path:
     """Routes on the hazy photo: the router's choice per stage, two stages overridden, a preview of the view."""
     viewer = _viewer()
@@ -153,6 +176,7 @@ SCENES: dict[str, Callable[[Path], Path]] = {
     "routes": scene_routes,
     "degradation_map": scene_degradation_map,
     "menu": scene_menu,
+    "adapt": scene_adapt,
 }
 
 

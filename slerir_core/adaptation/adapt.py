@@ -18,7 +18,7 @@ import copy
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,13 +66,21 @@ class AdaptSettings:
 
 @dataclass(frozen=True)
 class AdaptProgress:
-    """How far adaptation is: for progress bars and the plugin's loss readout."""
+    """How far adaptation is, after a step: for progress bars and the plugin's loss readout.
+
+    Attributes:
+        step: steps taken.
+        seconds: time since the first step.
+        budget_seconds: the time budget.
+        held_out_loss: the held-out loss measured after this step; ``None`` when it was not measured.
+        best_loss: the lowest held-out loss so far (the starting weights' included).
+    """
 
     step: int
     seconds: float
     budget_seconds: float
     held_out_loss: float | None
-    best_loss: float | None
+    best_loss: float
 
 
 @dataclass
@@ -189,8 +197,48 @@ def adapt_model(
 ) -> tuple[torch.nn.Module, AdaptResult]:
     """Adapt a copy of the restorer's model to ``images``; the restorer's own model is left as it was.
 
+    Args:
+        restorer, images, settings, axes, channels: as for ``adapt_steps``.
+        progress: called after every step (``held_out_loss`` set after each held-out measurement).
+        cancelled: polled before every step; once true, adaptation ends with the best state so far.
+
     Returns:
         The adapted model (the best state on the held-out crops) and what was done.
+
+    Raises:
+        ImageError: unusable images (``user_planes``), or too few crops to hold some out.
+    """
+    steps = adapt_steps(restorer, images, settings, axes, channels, cancelled)
+    while True:
+        try:
+            update = next(steps)
+        except StopIteration as done:
+            return done.value
+        if progress is not None:
+            progress(update)
+
+
+def adapt_steps(
+    restorer: Restorer,
+    images: Sequence[Any],
+    settings: AdaptSettings,
+    axes: Axes = None,
+    channels: str = "auto",
+    cancelled: Callable[[], bool] | None = None,
+) -> Generator[AdaptProgress, None, tuple[torch.nn.Module, AdaptResult]]:
+    """Adaptation as a generator that yields after every step, for workers that stop it by closing it (then
+    nothing is returned and the restorer's model is untouched).
+
+    Args:
+        restorer: whose model (and device and precision) to start from.
+        images: arrays as ``Restorer.restore`` takes them.
+        settings: how to adapt.
+        axes: as for ``restore``, for every image or one per image.
+        channels: as for ``restore``.
+        cancelled: polled before every step; once true, adaptation ends with the best state so far.
+
+    Returns:
+        The adapted model and what was done (``StopIteration.value``).
 
     Raises:
         ImageError: unusable images (``user_planes``), or too few crops to hold some out.
@@ -275,6 +323,7 @@ def adapt_model(
         loss.backward()
         optimizer.step()
         result.steps += 1
+        current = None
         if result.steps % settings.eval_every == 0:
             current = held_out_loss()
             result.curve.append((result.steps, current))
@@ -283,11 +332,10 @@ def adapt_model(
                 best_state = [p.detach().clone() for p in stacks]
             else:
                 since_best += 1
-            if progress is not None:
-                progress(AdaptProgress(result.steps, time.monotonic() - start, budget, current, best_loss))
-            if since_best >= settings.patience:
-                result.stopped = "converged"
-                break
+        yield AdaptProgress(result.steps, time.monotonic() - start, budget, current, best_loss)
+        if since_best >= settings.patience:
+            result.stopped = "converged"
+            break
     with torch.no_grad():
         for p, kept in zip(stacks, best_state, strict=True):
             p.copy_(kept)

@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(update: AdaptProgress) -> None:
+    if update.held_out_loss is None:
+        return
     print(
         f"  step {update.step}: held-out loss {update.held_out_loss:.6f} (best {update.best_loss:.6f}), "
         f"{update.seconds / 60:.1f} of {update.budget_seconds / 60:.1f} min",

@@ -1,4 +1,4 @@
-"""Pieces the three widgets share: the image-layer picker, the run/cancel/progress panel, the job lifecycle."""
+"""Pieces the widgets share: the image-layer picker, the run/cancel/progress panel, the job lifecycle."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, FileEdit, PushButton
+from magicgui.widgets import ComboBox, FileEdit, Label, PushButton
 
 from slerir_plugin._layers import LayerError, current_index, geometry, output_properties, take_plane
 from slerir_plugin._state import STATE, ModelInfo, ModelSpec
@@ -76,10 +76,12 @@ class RestoreWidget(JobWidget):
             "1st to 99.8th percentile, so hot and dead pixels keep their values and do not squeeze the signal. "
             "minimum-maximum: the data's whole range."
         )
+        self._adapted = Label(value="", label="")
+        self._adapted.tooltip = "Weights adapted to a layer's own noise (Adapt widget): the model every job now uses."
         self._context: OutputContext | None = None
         self._run_button = PushButton(text="Run")
         self._run_button.tooltip = "Restore into a layer '<name> (restored)'; a later run replaces it."
-        self.extend([self._image, self._model, self._weights, self._device, self._tile, self._scaling])
+        self.extend([self._image, self._model, self._weights, self._adapted, self._device, self._tile, self._scaling])
         self.extend([self._scope, self._plan_per])
         self._add_job_panel(self._run_button)
 
@@ -90,8 +92,10 @@ class RestoreWidget(JobWidget):
         self._image.changed.connect(self._on_image)
         self._scope.changed.connect(self._on_image)
         self._listen(STATE.model_changed, self._on_model_loaded)
+        self._listen(STATE.spec_changed, self._follow_spec)
         self._follow_layers()
         self._on_image()
+        self._follow_spec(STATE.spec)
 
     # -- controls ---------------------------------------------------------------------------------------
 
@@ -110,6 +114,16 @@ class RestoreWidget(JobWidget):
 
     def _push_spec(self) -> None:
         STATE.set_spec(self._spec())
+
+    def _follow_spec(self, spec: ModelSpec) -> None:
+        """Show weights chosen elsewhere (adapted weights) in the model controls, and say when they are adapted."""
+        if spec.weights is not None and (self._model.value != WEIGHTS_FILE or str(self._weights.value) != spec.weights):
+            with self._model.changed.blocked(), self._weights.changed.blocked():
+                self._model.value, self._weights.value = WEIGHTS_FILE, spec.weights
+            self._weights.visible = True
+        layer = STATE.adapted.get(spec.weights or "")
+        self._adapted.value = "" if layer is None else f"Adapted to '{layer}' ({Path(spec.weights).name})"
+        self._adapted.visible = layer is not None
 
     def _on_image(self) -> None:
         layer = self._image.value

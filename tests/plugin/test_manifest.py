@@ -16,7 +16,7 @@ import slerir_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = Path(slerir_plugin.__file__).parent / "napari.yaml"
-WIDGETS = ("Restore", "Routes", "Degradation map")
+WIDGETS = ("Restore", "Routes", "Degradation map", "Adapt to your data")
 SAMPLES = ("noisy", "rainy", "hazy", "blurred", "dark", "cells")
 
 
@@ -50,16 +50,16 @@ def menu_texts(menu) -> dict[str, object]:
 
 @pytest.mark.gui
 def test_widgets_load_from_the_manifest(make_napari_viewer):
-    from slerir_plugin._widgets import DegradationMapWidget, RestoreWidget, RoutesWidget
+    from slerir_plugin._widgets import AdaptWidget, DegradationMapWidget, RestoreWidget, RoutesWidget
 
     viewer = make_napari_viewer()
-    for name, cls in zip(WIDGETS, (RestoreWidget, RoutesWidget, DegradationMapWidget), strict=True):
+    for name, cls in zip(WIDGETS, (RestoreWidget, RoutesWidget, DegradationMapWidget, AdaptWidget), strict=True):
         _dock, widget = viewer.window.add_plugin_dock_widget("slerir", name)
         assert isinstance(widget, cls)
 
 
 @pytest.mark.gui
-def test_plugins_menu_lists_the_three_widgets(make_napari_viewer):
+def test_plugins_menu_lists_the_widgets(make_napari_viewer):
     viewer = make_napari_viewer()
     plugins = menu_texts(viewer.window.plugins_menu)
     entries = menu_texts(plugins["SLER-IR"])
@@ -96,7 +96,7 @@ def test_widgets_import_no_model_code_and_first_run_does_not_crash(tmp_path):
 
         viewer = napari.Viewer(show=False)
         widgets = [viewer.window.add_plugin_dock_widget("slerir", name)[1]
-                   for name in ("Restore", "Routes", "Degradation map")]
+                   for name in ("Restore", "Routes", "Degradation map", "Adapt to your data")]
         heavy = [m for m in ("torch", "slerir_core.restore", "slerir_core.model", "open_clip", "triton")
                  if m in sys.modules]
         print("HEAVY", heavy, "MESA_LLVM", foreign_llvm_loaded())
