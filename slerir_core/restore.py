@@ -111,7 +111,7 @@ class RestoreOptions:
         return done, total
 
 
-def _prepare(image: Any, axes: str | None, channels: str, scaling: str) -> tuple[Layout, Any, Scaling]:
+def prepare_image(image: Any, axes: str | None, channels: str, scaling: str) -> tuple[Layout, Any, Scaling]:
     """Layout, canonical ``(stack..., Y, X, C)`` view and value scaling of an input (validated)."""
     if not is_dask(image):
         image = to_array(image)
@@ -278,7 +278,7 @@ class Restorer:
             image: numpy (or dask) array, any dtype ``restore`` takes.
             axes, channels, scaling: as for ``restore``.
         """
-        layout, canon, values = _prepare(image, axes, channels, scaling)
+        layout, canon, values = prepare_image(image, axes, channels, scaling)
         index, group = middle_index(layout.stack_shape), len(layout.groups) // 2
         return self.plan_plane(canon[index], values, layout.groups[group], layout.describe(index, group))
 
@@ -290,11 +290,12 @@ class Restorer:
         if x.shape[:2] != plane.shape[:2]:
             routing = routing_mosaic(plane, scaling, group, self.model.degradation_extractor.image_size)
         with autocast(self.device, self.bf16):
-            info = self.model.analyse(self._tensor(x), routing_view=None if routing is None else self._tensor(routing))
+            view = None if routing is None else self.network_input(routing)
+            info = self.model.analyse(self.network_input(x), routing_view=view)
         tasks = self.config.tasks if bool(self.model.task_prototypes.any()) else ()
         return Plan.from_analysis(info, source, tasks, grey=group[1] - group[0] == 1)
 
-    def _tensor(self, image: np.ndarray) -> torch.Tensor:
+    def network_input(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 1 or 3) float32 -> (1, 3, H, W) on the device, grey repeated over the three channels."""
         return (
             torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(self.device).expand(-1, 3, -1, -1)
@@ -341,7 +342,7 @@ class Restorer:
         """
         opts = self.resolve_options(options, **fields)
         if is_dask(image):
-            layout, canon, scaling = _prepare(image, opts.axes, opts.channels, opts.scaling)
+            layout, canon, scaling = prepare_image(image, opts.axes, opts.channels, opts.scaling)
             _tell_scaling(opts, scaling, layout)
             return restore_lazy(self, layout, canon, scaling, opts)
         with reuse_freed_memory():
@@ -350,7 +351,7 @@ class Restorer:
 
     def _restore_array(self, image: Any, opts: RestoreOptions) -> Generator[tuple[int, int], None, Any]:
         array = to_array(image)
-        layout, canon, scaling = _prepare(array, opts.axes, opts.channels, opts.scaling)
+        layout, canon, scaling = prepare_image(array, opts.axes, opts.channels, opts.scaling)
         _tell_scaling(opts, scaling, layout)
         out = np.empty(array.shape, array.dtype)
         out_canon = layout.canonical(out)

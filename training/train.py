@@ -12,13 +12,10 @@ training state (model, optimiser, scheduler, RNG states, data position) is writt
 bit-exactly (on a CPU; on a GPU up to the nondeterminism of its kernels); at the end the model is exported to
 ``model.safetensors``. Rank 0 alone logs (tqdm, CSV, TensorBoard) and writes files.
 
-Multi-GPU (the command line is ``training/commands.py``)::
-
-    torchrun --nproc_per_node 4 -m slerir_core.cli train --config compact-synthetic
-
-Each rank reads its own block of the deterministic data stream; DDP averages the gradients; the centre
-update sees the embeddings of all ranks (``all_gather``) with the same random generator, so the centres stay
-identical everywhere.
+Multi-GPU (``torchrun --nproc_per_node 4 -m slerir_core.cli train --config compact-synthetic``; the command
+line is ``training/commands.py``): each rank reads its own block of the deterministic data stream; DDP averages
+the gradients; the centre update sees the embeddings of all ranks (``all_gather``) with the same random
+generator, so the centres stay identical everywhere.
 """
 
 from __future__ import annotations
@@ -195,9 +192,9 @@ def resume_trainee(trainee: Trainee, state: dict[str, Any], job: Job, rt: Runtim
     try:
         trainee.optimizer.load_state_dict(state["optimizer"])
     except ValueError as err:  # e.g. a state from an earlier version, whose experts' tensors were parameters apiece
+        how = f"start a new run (another --out) from its weights with --init {job.out / CHECKPOINT}"
         raise TrainError(
-            f"{job.out / CHECKPOINT}: its optimiser state does not fit this model's parameters ({err}); start a "
-            f"new run (another --out) from its weights with --init {job.out / CHECKPOINT}"
+            f"{job.out / CHECKPOINT}: its optimiser state does not fit this model ({err}); {how}"
         ) from None
     trainee.scheduler.load_state_dict(state["scheduler"])
     trainee.centre_gen.set_state(state["rng"]["centres"])
@@ -207,10 +204,8 @@ def resume_trainee(trainee: Trainee, state: dict[str, Any], job: Job, rt: Runtim
     if state.get("route_targets") is not None:
         trainee.route_targets = state["route_targets"].to(rt.device)
     if convert_old_keys(state["config"]) != job.exp.to_dict() and rt.primary:
-        print(
-            f"warning: {job.out / CHECKPOINT} was written with another config; continuing with the new one",
-            file=sys.stderr,
-        )
+        warning = f"warning: {job.out / CHECKPOINT} was written with another config; continuing with the new one"
+        print(warning, file=sys.stderr)
 
 
 def train(job: Job, rt: Runtime, dataset: TrainStream) -> dict[str, Any]:

@@ -136,16 +136,16 @@ def user_planes(restorer: Restorer, images: Sequence[Any], axes: Axes, channels:
     """Every 2-D plane of ``images`` (stacks and channel groups apart, as the Restorer restores them), checked.
 
     Raises:
-        ImageError: a plane smaller than ``CROP``², too few crops in all, a constant plane, or images whose
-            pixel noise is too low to learn from.
+        ImageError: a plane smaller than ``CROP``², a constant plane, or images whose pixel noise is too low to
+            learn from.
     """
-    from slerir_core.restore import _prepare
+    from slerir_core.restore import prepare_image
 
     planes: list[_Plane] = []
     noise = []
     per_image = [axes] * len(images) if axes is None or isinstance(axes, str) else list(axes)
     for image, image_axes in zip(images, per_image, strict=True):
-        layout, canon, scaling = _prepare(image, image_axes, channels, "percentile")
+        layout, canon, scaling = prepare_image(image, image_axes, channels, "percentile")
         if min(layout.height, layout.width) < CROP:
             raise ImageError(
                 f"an image of {layout.height}×{layout.width} pixels is too small to adapt on: at least {CROP}×{CROP}"
@@ -159,7 +159,7 @@ def user_planes(restorer: Restorer, images: Sequence[Any], axes: Axes, channels:
                 noise.append(estimate_noise_sigma(unit))
                 plan = restorer.plan_plane(raw, scaling, group, layout.describe(index, layout.groups.index(group)))
                 prior = None if plan.prior is None else plan.prior.clone().to(restorer.device)
-                planes.append(_Plane(restorer._tensor(unit).clone(), tuple(plan.routes), prior))
+                planes.append(_Plane(restorer.network_input(unit).clone(), tuple(plan.routes), prior))
     if not planes:
         raise ImageError("no images to adapt on")
     if float(np.median(noise)) < MIN_NOISE_SIGMA:
