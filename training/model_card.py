@@ -74,10 +74,13 @@ def evaluation_table(result: dict[str, Any]) -> list[str]:
 
 
 def routing_table(result: dict[str, Any]) -> list[str]:
-    """Markdown lines: per task, the most common path and its purity; then the mixed case, if measured."""
-    lines = ["| task | path (enc1 … refine) | purity |", "|---|---|---|"]
+    """Markdown lines: per task, the most common path, its purity and (with task labels) the share of images
+    labelled with the task's family; then the mixed case, if measured."""
+    labels = result.get("labels") or {}
+    lines = ["| task | path (enc1 … refine) | purity | label right |", "|---|---|---|---|"]
     for task, r in (result.get("routing") or {}).items():
-        lines.append(f"| {column_title(task)} | `{r['path']}` | {r['purity']:.2f} |")
+        right = f"{labels[task]:.0%}" if task in labels else "—"
+        lines.append(f"| {column_title(task)} | `{r['path']}` | {r['purity']:.2f} | {right} |")
     paths = {r["path"] for r in (result.get("routing") or {}).values()}
     lines.append(f"\nDistinct paths: {len(paths)}.")
     if result.get("mixed"):

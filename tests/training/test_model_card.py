@@ -51,9 +51,9 @@ def test_the_evaluation_table_gives_the_gains_over_the_input_and_the_best_other_
 
 def test_the_routing_table_counts_distinct_paths():
     routing = {"haze": {"path": "0-0", "purity": 1.0}, "rain": {"path": "0-0", "purity": 0.75}}
-    lines = routing_table({"routing": routing, "mixed": None})
-    assert "| Deraining | `0-0` | 0.75 |" in lines and "\nDistinct paths: 1." in lines
-    assert not any("Mixed case" in line for line in lines)
+    lines = routing_table({"routing": routing, "mixed": None, "labels": {"haze": 0.9}})
+    assert "| Deraining | `0-0` | 0.75 | — |" in lines and "| Dehazing | `0-0` | 1.00 | 90% |" in lines
+    assert "\nDistinct paths: 1." in lines and not any("Mixed case" in line for line in lines)
 
 
 def test_model_card_sections_come_from_the_weights_and_the_evaluation(tmp_path, tiny_model, capsys):
