@@ -76,4 +76,6 @@ def test_the_bank_key_changes_with_every_setting_the_crops_depend_on(other):
 
 
 def test_the_bank_key_ignores_settings_the_crops_do_not_depend_on():
-    assert bank_key(DataConfig(crop=32, tasks=("noise",), composite_prob=0.5), 8, 0) == bank_key(CFG, 8, 0)
+    same_margin = DataConfig(crop=32, tasks=("noise", "blur"), composite_prob=0.5)  # blur's reach, as CFG's tasks
+    assert bank_key(same_margin, 8, 0) == bank_key(CFG, 8, 0)
+    assert bank_key(DataConfig(crop=32, tasks=("noise",)), 8, 0) != bank_key(CFG, 8, 0)  # no margin: other crops
