@@ -123,7 +123,7 @@ class SharedState:
         self.last_plan: Plan | None = None
         self.last_plan_layer: str | None = None
         self.adapted: dict[str, str] = {}
-        """Weights files adapted in this session -> the layer each was adapted to."""
+        """Weights files adapted while this process runs -> the layer each was adapted to."""
 
     # -- the model -------------------------------------------------------------------------------------
 

@@ -58,20 +58,26 @@ def scene_restore(out: Path) -> Path:
     return path
 
 
+def _restore_stack_beside(viewer: Any, restore: Any) -> None:
+    """Restore the whole stack with one plan, then show input and result side by side at slice 8."""
+    from slerir_plugin._widgets.restore import PLAN_ONCE, WHOLE_STACK
+
+    restore._scope.value = WHOLE_STACK
+    restore._plan_per.value = PLAN_ONCE
+    restore.run()
+    restore.wait(600_000)
+    viewer.grid.enabled = True
+    viewer.dims.set_current_step(0, 8)
+    viewer.reset_view()
+
+
 def scene_stack(out: Path) -> Path:
     """Restore a noisy nuclei z-stack, the whole stack with one plan; input and result side by side."""
-    from slerir_plugin._widgets.restore import PLAN_ONCE, WHOLE_STACK
 
     viewer = _viewer()
     viewer.open_sample("slerir", "cells")
     _dock, widget = viewer.window.add_plugin_dock_widget("slerir", "Restore")
-    widget._scope.value = WHOLE_STACK
-    widget._plan_per.value = PLAN_ONCE
-    widget.run()
-    widget.wait(600_000)
-    viewer.grid.enabled = True
-    viewer.dims.set_current_step(0, 8)
-    viewer.reset_view()
+    _restore_stack_beside(viewer, widget)
     path = _save(viewer, out, "restore_stack")
     viewer.close()
     return path
@@ -79,7 +85,6 @@ def scene_stack(out: Path) -> Path:
 
 def scene_adapt(out: Path) -> Path:
     """Adapt to the noisy nuclei stack for a minute, then restore it with the adapted weights."""
-    from slerir_plugin._widgets.restore import PLAN_ONCE, WHOLE_STACK
 
     viewer = _viewer()
     viewer.open_sample("slerir", "cells")
@@ -88,13 +93,7 @@ def scene_adapt(out: Path) -> Path:
     adapt._minutes.value = 1.0
     adapt.run()
     adapt.wait(600_000)
-    restore._scope.value = WHOLE_STACK
-    restore._plan_per.value = PLAN_ONCE
-    restore.run()
-    restore.wait(600_000)
-    viewer.grid.enabled = True
-    viewer.dims.set_current_step(0, 8)
-    viewer.reset_view()
+    _restore_stack_beside(viewer, restore)
     path = _save(viewer, out, "adapt")
     viewer.close()
     return path
