@@ -2,10 +2,12 @@
 
 Eight grey held-out images (scikit-image's test split, then dead-leaves images; never trained on) under noise
 models the shipped model never saw; the model adapts on the eight noisy images themselves, as a user would
-(``Restorer.adapt``), and restores them. NL-means and BM3D get σ estimated from each image. PSNR / SSIM
-against the clean images.
+(``Restorer.adapt``), and restores them. NL-means and BM3D get σ estimated from each image. With ``n2v``,
+Noise2Void from CAREamics trains from scratch on the same noisy images for the same minutes
+(``benchmarks/n2v_careamics.py``, in a virtual environment of its own that this script creates on first use:
+careamics 0.3.5 needs torch < 2.14, about 5 GB with Lightning). PSNR / SSIM against the clean images.
 
-    python benchmarks/adaptation.py                                  # 5 and 15 minutes, every noise model
+    python benchmarks/adaptation.py --threads 1 --methods classical blind adapted n2v   # 5 and 15 minutes
     python benchmarks/adaptation.py --minutes 1 --images 2 --noise poisson20   # a quick look
 """
 
@@ -14,12 +16,22 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import subprocess
+import tempfile
 import time
+import venv
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 NoiseModel = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+CAREAMICS = ["torch==2.11.0", "torchvision==0.26.0", "careamics==0.3.5", "microssim==0.0.5", "lightning==2.6.6"]
+"""What the Noise2Void environment installs: careamics 0.3.5 with a torch it supports, pinned so that pip does
+not backtrack through Lightning and torchvision releases."""
+N2V_SCRIPT = Path(__file__).with_name("n2v_careamics.py")
+METHODS = ("classical", "blind", "adapted", "n2v")
 
 
 def poisson20(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -44,11 +56,14 @@ def gaussian16(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 NOISE: dict[str, NoiseModel] = {"poisson20": poisson20, "scmos": scmos, "gaussian16": gaussian16}
 
 
+def counts_to_unit(counts: np.ndarray) -> np.ndarray:
+    """``gaussian16``'s counts mapped back to the clean images' scale."""
+    return ((counts.astype(np.float64) - 1000.0) / 6000.0).astype(np.float32)
+
+
 def to_unit(noisy: np.ndarray) -> np.ndarray:
     """An image in [0, 1] as the metrics compare it (uint16 counts mapped back to the clean scale)."""
-    if noisy.dtype == np.uint16:
-        return ((noisy.astype(np.float64) - 1000.0) / 6000.0).astype(np.float32)
-    return noisy.astype(np.float32)
+    return counts_to_unit(noisy) if noisy.dtype == np.uint16 else noisy.astype(np.float32)
 
 
 def scores(restored: list[np.ndarray], clean: list[np.ndarray]) -> tuple[float, float]:
@@ -81,6 +96,30 @@ def classical(noisy: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
     return out
 
 
+def careamics_python(env: Path) -> Path:
+    """The Python of the CAREamics virtual environment at ``env``, created there first if it is not."""
+    python = env / "bin" / "python"
+    if not python.exists():
+        print(f"creating the CAREamics environment in {env} (about 5 GB)", flush=True)
+        venv.create(env, with_pip=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", *CAREAMICS], check=True)
+    return python
+
+
+def noise2void(python: Path, noisy: list[np.ndarray], minutes: float, threads: int, log: Path) -> tuple[list, dict]:
+    """Noise2Void trained on the noisy images for ``minutes`` and applied to them, in [0, 1], and its summary
+    (seconds, epochs, steps); CAREamics' own output goes to ``log``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp, "noisy.npz"), Path(tmp, "restored.npz")
+        np.savez(source, noisy=np.stack([n.astype(np.float32) for n in noisy]))
+        cmd = [python, N2V_SCRIPT, source, target, "--minutes", str(minutes), "--threads", str(threads)]
+        with log.open("a") as out:
+            subprocess.run(cmd, check=True, stdout=out, stderr=subprocess.STDOUT)
+        with np.load(target) as result:
+            restored, summary = result["restored"], json.loads(str(result["summary"]))
+    return [counts_to_unit(r) if n.dtype == np.uint16 else r for r, n in zip(restored, noisy, strict=True)], summary
+
+
 def restored_by(restorer, noisy: list[np.ndarray]) -> list[np.ndarray]:
     """Each noisy image restored, back in [0, 1] (uint16 counts mapped as ``to_unit`` maps the input)."""
     return [to_unit(restorer.restore(n)) for n in noisy]
@@ -95,6 +134,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=["classical", "blind", "adapted"],
+        help="rows to measure (n2v: CAREamics Noise2Void for each of --minutes)",
+    )
+    parser.add_argument(
+        "--n2v-env",
+        type=Path,
+        default=Path.home() / ".cache" / "slerir" / "careamics-venv",
+        help="the CAREamics virtual environment (created if missing)",
+    )
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
 
@@ -106,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     clean = [img.mean(axis=-1).astype(np.float32) for _, img in held_out_clean_images(args.images, args.size)]
     restorer = Restorer.from_pretrained(args.weights, device="cpu")
+    n2v_python = careamics_python(args.n2v_env) if "n2v" in args.methods else None
+    n2v_log = Path(tempfile.gettempdir(), "slerir-n2v-benchmark.log")
     print(f"{restorer.describe()}; {args.images} grey {args.size}² images, {args.threads} CPU threads")
     table: dict[str, dict[str, tuple[float, float]]] = {}
     for name in args.noise:
@@ -113,14 +167,20 @@ def main(argv: list[str] | None = None) -> None:
         noisy = [NOISE[name](c, rng) for c in clean]
         noisy = [n if n.dtype == np.uint16 else np.clip(n, 0, 1).astype(np.float32) for n in noisy]
         rows = {"input": scores([to_unit(n) for n in noisy], clean)}
-        rows.update({method: scores(out, clean) for method, out in classical(noisy).items()})
-        rows["SLER-IR, blind"] = scores(restored_by(restorer, noisy), clean)
-        for minutes in args.minutes:
+        if "classical" in args.methods:
+            rows.update({method: scores(out, clean) for method, out in classical(noisy).items()})
+        if "blind" in args.methods:
+            rows["SLER-IR, blind"] = scores(restored_by(restorer, noisy), clean)
+        for minutes in args.minutes if "adapted" in args.methods else []:
             start = time.perf_counter()
             adapted, result = restorer.adapt(noisy, minutes=minutes)
             took = (time.perf_counter() - start) / 60
             label = f"SLER-IR, adapted {minutes:g} min ({result.steps} steps, {result.stopped}, {took:.1f} min)"
             rows[label] = scores(restored_by(adapted, noisy), clean)
+        for minutes in args.minutes if n2v_python else []:
+            out, summary = noise2void(n2v_python, noisy, minutes, args.threads, n2v_log)
+            label = f"Noise2Void (CAREamics), {minutes:g} min ({summary['steps']} steps, {summary['epochs']} epochs)"
+            rows[label] = scores(out, clean)
         table[name] = rows
         print(f"\n{name}: {NOISE[name].__doc__.splitlines()[0]}")
         for method, (p, s) in rows.items():

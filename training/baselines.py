@@ -30,11 +30,12 @@ class Baseline:
     run: Callable[[np.ndarray], np.ndarray]
 
 
-def non_local_means(image: np.ndarray) -> np.ndarray:
-    """Non-local means with the noise level estimated from the image (skimage's recommended h = 0.8 σ)."""
+def non_local_means(image: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    """Non-local means (skimage's recommended h = 0.8 σ) with the noise level ``sigma`` (0-1 scale), estimated
+    from the image when it is not given."""
     from skimage.restoration import denoise_nl_means
 
-    sigma = estimate_noise_sigma(image)
+    sigma = estimate_noise_sigma(image) if sigma is None else sigma
     out = denoise_nl_means(
         image, h=0.8 * sigma, sigma=sigma, fast_mode=True, patch_size=5, patch_distance=6, channel_axis=-1
     )

@@ -10,6 +10,7 @@ same command::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import sys
@@ -27,6 +28,7 @@ from slerir_core.config import load_config
 from slerir_core.degradations import TASKS
 from slerir_core.errors import ConfigError, WeightsError
 from slerir_core.model import SLERIR
+from training.baselines import bm3d_known_sigma, non_local_means
 from training.config import ExperimentConfig, load_experiment, with_overrides
 from training.datasets import TEST_FOLDERS, DataError, build_train_dataset
 from training.evaluate import (
@@ -37,7 +39,7 @@ from training.evaluate import (
     TITLES,
     ModelMethod,
     evaluate_baselines,
-    evaluate_bm3d,
+    evaluate_known_sigma,
     evaluate_method,
     evaluate_mixed,
     folder_test_set,
@@ -95,9 +97,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
         nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="override config values, e.g. train.phase1.lr=1.0e-3 data.crop=64",
+        help="override config values, e.g. train.phase1.lr=1.0e-3 data.crop=64 (may be repeated)",
     )
 
 
@@ -289,10 +292,14 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         scores, used = evaluate_baselines(cases)
         rows["Classical (scikit-image)"] = scores
         notes.append("Classical: " + "; ".join(f"{TITLES.get(t, t)}: {name}" for t, name in used.items()) + ".")
-        bm3d_scores = evaluate_bm3d(cases)
-        if bm3d_scores:
-            rows["BM3D (true σ)"] = bm3d_scores
-            notes.append("BM3D (the bm3d package) is given the true σ: a non-blind reference for denoising.")
+        references = {"NL-means (true σ)": non_local_means}
+        if importlib.util.find_spec("bm3d") is not None:
+            references["BM3D (true σ)"] = bm3d_known_sigma
+        known = {name: found for name, denoise in references.items() if (found := evaluate_known_sigma(cases, denoise))}
+        rows.update(known)
+        if known:
+            names = " and ".join(name.removesuffix(" (true σ)") for name in known)
+            notes.append(f"{names}: given the true σ of the Gaussian noise, non-blind references for denoising.")
     routing, labels, mixed = None, None, None
     if model is not None:
         method = ModelMethod(model, device)

@@ -50,7 +50,8 @@ class DataConfig:
         root: data folder for ``folders`` (see ``training/datasets.py`` for the layout).
         crop: training crop size (128 in the paper).
         noise_sigmas: Gaussian noise levels (0-255 scale) drawn uniformly for the ``noise`` task, as PromptIR
-            does; empty leaves the level to the degradation's own random range.
+            does (a level listed twice is drawn twice as often); empty leaves the level to the degradation's
+            own random range.
         dead_leaves_prob: share of synthetic clean crops that are dead-leaves images (the rest are crops of
             the scikit-image training images).
         composite_prob: chance that a sample degraded on the fly carries a second degradation of the same

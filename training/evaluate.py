@@ -293,20 +293,17 @@ def evaluate_baselines(cases: Sequence[EvalCase], ssim: bool = True) -> tuple[di
     return results, used
 
 
-def evaluate_bm3d(cases: Sequence[EvalCase], ssim: bool = True) -> dict[str, Any]:
-    """Scores of BM3D given each denoising case's true σ, per column (empty without the ``bm3d`` package)."""
-    import importlib.util
-
-    from training.baselines import bm3d_known_sigma
-
+def evaluate_known_sigma(
+    cases: Sequence[EvalCase], denoise: Callable[[np.ndarray, float], np.ndarray], ssim: bool = True
+) -> dict[str, Any]:
+    """Scores of a denoiser given each Gaussian-noise case's true σ (0-1 scale), per column: the non-blind
+    references the model's denoising is held against."""
     noisy = [c for c in cases if c.task == "noise" and c.level]
-    if not noisy or importlib.util.find_spec("bm3d") is None:
-        return {}
     scores: dict[str, Any] = {}
     for column in order_columns([c.column for c in noisy]):
         subset = [c for c in noisy if c.column == column]
         sigma = subset[0].level / 255
-        scores.update(evaluate_method(lambda image, s=sigma: bm3d_known_sigma(image, s), subset, ssim))
+        scores.update(evaluate_method(lambda image, s=sigma: denoise(image, s), subset, ssim))
     return scores
 
 

@@ -83,9 +83,18 @@ def test_former_key_names_still_load(tmp_path):
     assert "per_layer_centres" not in load_config(path).to_dict()
 
 
-def test_shipped_weights_written_with_the_former_key_load():
-    weights = Path(slerir_core.__file__).parent / "weights" / "slerir-compact.safetensors"
-    stored = json.loads(read_metadata(weights)["config"])
-    assert stored["per_layer_centres"] is True and "per_stage_centres" not in stored  # as written
+def test_weights_written_with_the_former_key_load(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    shipped = Path(slerir_core.__file__).parent / "weights" / "slerir-compact.safetensors"
+    with safe_open(shipped, "pt") as f:
+        metadata = dict(f.metadata())
+    tensors = load_file(shipped)
+    config = json.loads(metadata["config"])
+    config["per_layer_centres"] = config.pop("per_stage_centres")  # as files written before the rename hold it
+    weights = tmp_path / "former.safetensors"
+    save_file(tensors, weights, metadata={**metadata, "config": json.dumps(config)})
+    assert "per_stage_centres" not in json.loads(read_metadata(weights)["config"])
     model = load_model(weights)
     assert model.config.per_stage_centres and model.router.centres.shape[0] == len(STAGES)

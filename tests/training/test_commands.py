@@ -37,8 +37,15 @@ def test_a_request_resolves_to_a_config_a_phase_and_a_run_folder():
     assert resolve_train_args(train_args("--set", "train.phase=2"))[1] == 2
 
 
+def test_repeated_set_options_all_apply():
+    exp, _, _ = resolve_train_args(
+        train_args("--set", "train.seed=17", "--set", "data.crop=64", "train.phase2.lr=5e-5")
+    )
+    assert (exp.train.seed, exp.data.crop, exp.train.phase2.lr) == (17, 64, 5e-5)
+
+
 def test_weights_train_on_in_the_phase_they_record_unless_told():
-    # The shipped weights record their phase under the old key ("stage": "2").
+    # The shipped weights record phase 2.
     assert resolve_train_args(train_args("--init", str(SHIPPED)))[1:] == (2, Path("runs/tiny-synthetic-phase2"))
     assert resolve_train_args(train_args("--init", str(SHIPPED), "--phase", "1"))[1] == 1
     assert resolve_train_args(train_args("--init", "missing.safetensors"))[1] == 1  # load_init reports it
@@ -139,12 +146,16 @@ def test_evaluate_command_prints_the_table(tmp_path, capsys):
     assert set(result["rows"]) == {
         "Degraded input",
         "Classical (scikit-image)",
+        "NL-means (true σ)",
         "BM3D (true σ)",
         "SLER-IR (tiny, untrained)",
     }
-    bm3d, noisy = result["rows"]["BM3D (true σ)"], result["rows"]["Degraded input"]
-    assert set(bm3d) == {"noise σ=15", "noise σ=25", "average"}
-    assert all(bm3d[c]["psnr"] > noisy[c]["psnr"] + 3 for c in ("noise σ=15", "noise σ=25"))
+    noisy = result["rows"]["Degraded input"]
+    for reference in ("NL-means (true σ)", "BM3D (true σ)"):
+        scores = result["rows"][reference]
+        assert set(scores) == {"noise σ=15", "noise σ=25", "average"}
+        assert all(scores[c]["psnr"] > noisy[c]["psnr"] + 3 for c in ("noise σ=15", "noise σ=25"))
+    assert "NL-means and BM3D: given the true σ" in text
     assert result["rows"]["Degraded input"]["haze"]["n"] == 2
     assert set(result["routing"]) == {"haze", "rain", "noise"}
     assert result["labels"] is None  # an untrained network of a config without task labels names nothing

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from training.baselines import BASELINES, dark_channel_prior
+from training.baselines import BASELINES, dark_channel_prior, non_local_means
 from training.evaluate import (
     format_table,
     generated_test_set,
@@ -78,6 +78,14 @@ def test_generated_set_is_reproducible_and_baselines_help():
     before = np.mean([psnr_ssim(c.degraded, c.clean, ssim=False)[0] for c in noisy])
     after = np.mean([psnr_ssim(BASELINES["noise"].run(c.degraded), c.clean, ssim=False)[0] for c in noisy])
     assert after > before
+
+
+def test_non_local_means_uses_the_noise_level_it_is_given():
+    (case,) = generated_test_set(["noise"], images=1, size=48, sigmas=(25,))
+    given = [non_local_means(case.degraded, s) for s in (10 / 255, 25 / 255)]
+    assert not np.array_equal(*given)  # the σ given sets the filter, not an estimate
+    true, too_low = (psnr_ssim(out, case.clean, ssim=False)[0] for out in reversed(given))
+    assert true > too_low
 
 
 def test_dark_channel_prior_removes_haze():
