@@ -56,6 +56,9 @@ class DataConfig:
             the scikit-image training images).
         composite_prob: chance that a sample degraded on the fly carries a second degradation of the same
             domain (photo or microscopy), applied in physical order; the label stays the first.
+        grey_prob: share of synthetic samples that are grey pictures as the restorer sees them: the clean
+            crop's channels averaged, and the degraded crop's first channel in all three, so its noise is the
+            same in every channel (a grey image is restored as three identical channels).
         workers: DataLoader worker processes (0 loads in the training process).
         on_device: make synthetic batches on the training device, from a bank of clean crops made once and
             batched degradations (``training/device_stream.py``), instead of in DataLoader workers.
@@ -71,6 +74,7 @@ class DataConfig:
     noise_sigmas: tuple[float, ...] = (15.0, 25.0, 50.0)
     dead_leaves_prob: float = 0.5
     composite_prob: float = 0.0
+    grey_prob: float = 0.0
     workers: int = 0
     on_device: bool = False
     val_images: int = 4
@@ -90,6 +94,7 @@ class DataConfig:
         require(all(s > 0 for s in self.noise_sigmas), "noise_sigmas must be > 0")
         require(0.0 <= self.dead_leaves_prob <= 1.0, "dead_leaves_prob must be in [0, 1]")
         require(0.0 <= self.composite_prob <= 1.0, "composite_prob must be in [0, 1]")
+        require(0.0 <= self.grey_prob <= 1.0, "grey_prob must be in [0, 1]")
         require(not self.on_device or self.type == "synthetic", "on_device makes synthetic data only")
         require(self.workers >= 0 and self.val_images >= 0, "workers and val_images must be >= 0")
         require(self.val_size >= 16, "val_size must be >= 16")

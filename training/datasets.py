@@ -339,7 +339,12 @@ class SyntheticDataset(TrainStream):
     def pair(self, epoch: int, index: int, label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         m = degradation_margin(self.cfg, self.tasks[label])
         (clean,) = augment([self.clean_crop(rng, m).astype(np.float32)], rng)
+        grey = self.cfg.grey_prob > 0 and rng.random() < self.cfg.grey_prob
+        if grey:
+            clean = np.repeat(clean.mean(axis=-1, keepdims=True), 3, axis=-1)
         degraded = _degrade(clean, self.tasks[label], rng, self.cfg)
+        if grey:
+            degraded = np.repeat(degraded[..., :1], 3, axis=-1)
         return cut_margin(degraded, m), cut_margin(clean, m)
 
     def __len__(self) -> int:

@@ -7,13 +7,13 @@ workers, about 17 ms a 128² crop on one core. Here the clean crops come from a 
 
 The stream keeps the CPU stream's contract: step ``s`` holds the items ``StreamSampler.batch(s)`` names, in the
 same task interleave (``TrainStream.task_of``: same-task pairs, every task in ``2T`` crops) with the same
-labels, the same composites (``composite_prob``, a partner of the same domain, physical order), and crops in
-the same source mix under one of the 8 flips and rotations. A batch is a pure function of the run's seed, the
-step and the rank: the host draws (bank crops, flips, composites) come from numpy, the degradations' parameters
-from a torch generator on the device, seeded for that batch. The CPU and CUDA generators differ, so a batch is
-the same on every machine of one device type, not across types. The host's draws go to the device without
-waiting for it (``non_blocking``: a blocking copy would wait for the step in flight), so the host queues the
-next batch while the GPU trains.
+labels, the same composites (``composite_prob``, a partner of the same domain, physical order), the same share
+of grey samples (``grey_prob``), and crops in the same source mix under one of the 8 flips and rotations. A
+batch is a pure function of the run's seed, the step and the rank: the host draws (bank crops, flips,
+composites, grey samples) come from numpy, the degradations' parameters from a torch generator on the device,
+seeded for that batch. The CPU and CUDA generators differ, so a batch is the same on every machine of one
+device type, not across types. The host's draws go to the device without waiting for it (``non_blocking``: a
+blocking copy would wait for the step in flight), so the host queues the next batch while the GPU trains.
 """
 
 from __future__ import annotations
@@ -115,7 +115,15 @@ class DeviceStream:
         generator = torch.Generator(self.device).manual_seed(int(seeds.generate_state(1, np.uint64)[0] >> 1))
         labels = np.array([self.labeller.task_of(index) for _, index in items])
         clean = self.clean(host.integers(len(self.bank), size=len(items)), host.integers(8, size=len(items)))
-        degraded = self.degrade(clean, self.compose(labels, host), generator)
+        chosen = self.compose(labels, host)
+        grey = None
+        if self.cfg.grey_prob > 0:  # as the CPU stream: channels averaged, then the first degraded one in all three
+            grey = torch.from_numpy(host.random(len(items)) < self.cfg.grey_prob).to(self.device, non_blocking=True)
+            grey = grey[:, None, None, None]
+            clean = torch.where(grey, clean.mean(dim=1, keepdim=True).expand_as(clean), clean)
+        degraded = self.degrade(clean, chosen, generator)
+        if grey is not None:
+            degraded = torch.where(grey, degraded[:, :1].expand_as(degraded), degraded)
         inner = slice(self.margin, self.margin + self.cfg.crop)  # degraded with their margin, cut back
         degraded, clean = (t[..., inner, inner].contiguous() for t in (degraded, clean))
         return degraded, clean, torch.from_numpy(labels).to(self.device, non_blocking=True)

@@ -123,6 +123,24 @@ def test_folder_test_set_crops_to_multiples_of_16(promptir_root):
     assert noisy.std() > cases[0].degraded.std() > 0 and np.allclose(noisy * 255, np.round(noisy * 255), atol=1e-4)
 
 
+def channels_alike(t: torch.Tensor) -> bool:
+    """Whether the three channels of a (3, H, W) crop are the same picture."""
+    return bool((t[1:] == t[:1]).all())
+
+
+@pytest.mark.parametrize("grey_prob", [0.0, 0.5, 1.0])
+def test_grey_samples_carry_the_same_noise_in_every_channel(grey_prob):
+    cfg = DataConfig(tasks=("noise", "rain"), crop=16, dead_leaves_prob=1.0, grey_prob=grey_prob)  # colour crops only
+    data = SyntheticDataset(cfg, seed=1)
+    samples = [data[0, index] for index in range(40)]
+    grey = [channels_alike(clean) for _, clean, _ in samples]
+    assert all(channels_alike(degraded) == g for (degraded, _, _), g in zip(samples, grey, strict=True))
+    share = sum(grey) / len(grey)
+    assert share == grey_prob if grey_prob in (0.0, 1.0) else 0.3 < share < 0.7
+    colour = [(d - c).std() for (d, c, label), g in zip(samples, grey, strict=True) if label == 0 and not g]
+    assert all(s > 10 / 255 for s in colour)  # the noise itself is unchanged, only shared
+
+
 def test_composite_samples_pair_tasks_of_one_domain(monkeypatch):
     composite_module = importlib.import_module("slerir_core.degradations.composite")
     calls = []

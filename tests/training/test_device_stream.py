@@ -105,6 +105,18 @@ def test_composites_add_one_partner_of_the_same_domain(cache, composite_prob):
     assert partners == ({"noise", "rain", "haze", "blur", "lowlight"} if composite_prob else {"noise"})
 
 
+@pytest.mark.parametrize("grey_prob", [0.0, 0.5, 1.0])
+def test_grey_samples_are_the_cpu_streams_share(cache, grey_prob):
+    from dataclasses import replace
+
+    s = stream(cache, cfg=replace(CFG, dead_leaves_prob=1.0, grey_prob=grey_prob))  # colour crops only
+    degraded, clean, _ = (torch.cat(parts) for parts in zip(*(s.batch(step) for step in range(4)), strict=True))
+    grey = (clean[:, 1:] == clean[:, :1]).flatten(1).all(dim=1)
+    assert torch.equal(grey, (degraded[:, 1:] == degraded[:, :1]).flatten(1).all(dim=1))
+    share = float(grey.float().mean())
+    assert share == grey_prob if grey_prob in (0.0, 1.0) else 0.3 < share < 0.7
+
+
 def test_only_synthetic_data_is_made_on_the_device(cache):
     with pytest.raises(ValueError, match="on_device"):
         DataConfig(type="folders", root="/data", on_device=True)
