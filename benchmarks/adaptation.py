@@ -9,6 +9,7 @@ careamics 0.3.5 needs torch < 2.14, about 5 GB with Lightning). PSNR / SSIM agai
 
     python benchmarks/adaptation.py --threads 1 --methods classical blind adapted n2v   # 5 and 15 minutes
     python benchmarks/adaptation.py --minutes 1 --images 2 --noise poisson20   # a quick look
+    python benchmarks/adaptation.py --methods blind adapted --loss sure --images 4   # SURE instead of blind-spot
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from slerir_core.adaptation.adapt import LOSSES
 
 NoiseModel = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -147,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         default=Path.home() / ".cache" / "slerir" / "careamics-venv",
         help="the CAREamics virtual environment (created if missing)",
     )
+    parser.add_argument("--loss", choices=LOSSES, default="blind-spot", help="the adaptation's loss")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
 
@@ -173,9 +177,10 @@ def main(argv: list[str] | None = None) -> None:
             rows["SLER-IR, blind"] = scores(restored_by(restorer, noisy), clean)
         for minutes in args.minutes if "adapted" in args.methods else []:
             start = time.perf_counter()
-            adapted, result = restorer.adapt(noisy, minutes=minutes)
+            adapted, result = restorer.adapt(noisy, minutes=minutes, loss=args.loss)
             took = (time.perf_counter() - start) / 60
-            label = f"SLER-IR, adapted {minutes:g} min ({result.steps} steps, {result.stopped}, {took:.1f} min)"
+            label = f"SLER-IR, adapted ({args.loss}) {minutes:g} min "
+            label += f"({result.steps} steps, {result.stopped}, {took:.1f} min)"
             rows[label] = scores(restored_by(adapted, noisy), clean)
         for minutes in args.minutes if n2v_python else []:
             out, summary = noise2void(n2v_python, noisy, minutes, args.threads, n2v_log)

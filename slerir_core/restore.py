@@ -247,7 +247,7 @@ class Restorer:
         channels: str = "auto",
         **options: Any,
     ) -> tuple[Restorer, AdaptResult]:
-        """Adapt to a user's own noisy images with the blind-spot loss (``slerir_core.adaptation``).
+        """Adapt to a user's own noisy images with a self-supervised loss (``slerir_core.adaptation``).
 
         Args:
             images: arrays as ``restore`` takes them (2-D, stacks, multichannel; uint8, uint16, float).

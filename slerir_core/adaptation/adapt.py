@@ -6,10 +6,17 @@ other experts: the images still route as before, and the degradations other path
 light, blur) keep their experts. The noise is what differs from camera to camera, and the experts of the path
 are what restores it.
 
-How: the blind-spot loss (``blind_spot``) on crops of the user's images, as the network sees them (scaled,
-grey repeated to RGB, channel by channel for multichannel data). A share of the crops is held out and never
-trained on; the loss on them, with fixed hidden pixels, is measured as adaptation goes, the best state is kept,
-and adaptation stops early once that loss has not improved for a while.
+How: a self-supervised loss on crops of the user's images, as the network sees them (scaled, grey repeated to
+RGB, channel by channel for multichannel data): the blind-spot loss (``blind_spot``), or Stein's unbiased risk
+estimate (``sure``). A share of the crops is held out and never trained on; the loss on them, with fixed random
+draws, is measured as adaptation goes, the best state is kept, and adaptation stops early once that loss has
+not improved for a while.
+
+The blind-spot loss scores the network with the hidden pixels' own values out of reach, and a model that
+already restores well leans on those values: its predictions from the surroundings improve while the
+restoration a user gets barely moves. SURE scores that restoration itself, but it is only as right as the
+fitted noise model; on photon-limited images with saturated highlights it was measured to fall while the
+restoration got worse, so the blind-spot loss stays the default.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from slerir_core.adaptation.blind_spot import blind_spot_input, blind_spot_loss, hidden_mask
+from slerir_core.adaptation.blind_spot import blind_spot_case
+from slerir_core.adaptation.sure import fit_noise_model, sure_case
 from slerir_core.device import autocast
 from slerir_core.errors import ImageError
 from slerir_core.noise_level import estimate_noise_sigma
@@ -39,6 +47,8 @@ HELD_OUT_SHARE = 0.15
 """Share of the crops held out (at least one)."""
 MIN_NOISE_SIGMA = 1.0 / 255
 """Noise below this (on the 0-1 scale, by ``estimate_noise_sigma``) leaves nothing to learn."""
+LOSSES = ("blind-spot", "sure")
+"""The self-supervised losses (``blind_spot``, ``sure``)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,10 @@ class AdaptSettings:
         lr: Adam's learning rate.
         eval_every: steps between two held-out measurements.
         patience: held-out measurements without improvement before stopping early.
-        seed: seeds the crop order and the hidden pixels.
+        seed: seeds the crop order and the losses' draws.
+        loss: ``blind-spot`` (hides pixels; any pixel-independent noise) or ``sure`` (scores the network as
+            it restores whole images, from a noise model fitted to each image; Gaussian-like noise without
+            saturation, see ``slerir_core.adaptation.sure``).
     """
 
     minutes: float = 5.0
@@ -62,6 +75,11 @@ class AdaptSettings:
     eval_every: int = 10
     patience: int = 8
     seed: int = 0
+    loss: str = "blind-spot"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown adaptation loss {self.loss!r}; choose one of {sorted(LOSSES)}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,7 @@ class AdaptResult:
         curve: (step, held-out loss) pairs, the first at step 0.
         data_hash: SHA-256 of the crops adapted on, to tell later which data a file came from.
         stopped: why it ended: ``budget``, ``steps``, ``converged`` or ``cancelled``.
+        loss: the self-supervised loss adapted with (``LOSSES``).
     """
 
     path: tuple[int, ...]
@@ -104,6 +123,7 @@ class AdaptResult:
     curve: list[tuple[int, float]] = field(default_factory=list)
     data_hash: str = ""
     stopped: str = "budget"
+    loss: str = "blind-spot"
 
     def metadata(self, source: str) -> dict[str, str]:
         """String metadata for the weights file (``slerir_core.checkpoint.save_weights``)."""
@@ -115,6 +135,7 @@ class AdaptResult:
             "adapted_steps": str(self.steps),
             "adapted_best_step": str(self.best_step),
             "adapted_stopped": self.stopped,
+            "adapted_loss": self.loss,
             "adapted_curve": ";".join(f"{s}:{loss:.6g}" for s, loss in self.curve),
         }
 
@@ -254,7 +275,7 @@ def adapt_steps(
     held = max(1, round(HELD_OUT_SHARE * len(boxes)))
     held_out, train = [boxes[i] for i in order[:held]], [boxes[i] for i in order[held:]]
     path = Counter(plane.routes for plane in planes).most_common(1)[0][0]
-    result = AdaptResult(path=path, data_hash=_data_hash(planes))
+    result = AdaptResult(path=path, data_hash=_data_hash(planes), loss=settings.loss)
 
     model = copy.deepcopy(restorer.model).train()
     model.requires_grad_(False)
@@ -276,23 +297,32 @@ def adapt_steps(
         )
         return x, box, plane.prior
 
-    def predict(x: torch.Tensor, box: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
-        with autocast(device, bf16):
-            return model.restore_features(x, routes.expand(len(x), -1), prior=prior, box=box)
+    def network(box: torch.Tensor, prior: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The model on crops of one plane, at ``box`` in it."""
+
+        def restore(x: torch.Tensor) -> torch.Tensor:
+            with autocast(device, bf16):
+                return model.restore_features(x, routes.expand(len(x), -1), prior=prior, box=box)
+
+        return restore
+
+    if settings.loss == "sure":  # its finite difference needs float32
+        noise, bf16 = [fit_noise_model(plane.pixels) for plane in planes], False
+
+    def draw(crops: Sequence[tuple[int, int, int]], generator: torch.Generator) -> tuple[Callable, Callable]:
+        """One draw of the loss on crops of one plane, and the network that restores them."""
+        x, box, prior = batch(crops)
+        if settings.loss == "sure":
+            return sure_case(x, generator, noise[crops[0][0]]), network(box, prior)
+        return blind_spot_case(x, generator), network(box, prior)
 
     eval_generator = torch.Generator(device).manual_seed(settings.seed + 1)
-    held_batches = []
-    for crop in held_out:
-        x, box, prior = batch([crop])
-        hidden = hidden_mask(tuple(x.shape), eval_generator)
-        held_batches.append((blind_spot_input(x, hidden, eval_generator), x, box, prior, hidden))
+    held_cases = [draw([crop], eval_generator) for crop in held_out]
 
     @torch.no_grad()
     def held_out_loss() -> float:
         model.eval()
-        losses = [
-            float(blind_spot_loss(predict(m, box, prior), x, hidden)) for m, x, box, prior, hidden in held_batches
-        ]
+        losses = [float(score(restore)) for score, restore in held_cases]
         model.train()
         return float(np.mean(losses))
 
@@ -316,9 +346,8 @@ def adapt_steps(
         plane = train[int(rng.integers(len(train)))][0]
         own = [c for c in train if c[0] == plane]
         picks = [own[i] for i in rng.integers(len(own), size=settings.batch)]
-        x, box, prior = batch(picks)
-        hidden = hidden_mask(tuple(x.shape), generator)
-        loss = blind_spot_loss(predict(blind_spot_input(x, hidden, generator), box, prior), x, hidden)
+        score, restore = draw(picks, generator)
+        loss = score(restore)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

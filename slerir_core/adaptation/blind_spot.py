@@ -13,8 +13,13 @@ other: the replacements read visible pixels only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+
+Restore = Callable[[torch.Tensor], torch.Tensor]
+"""The network as a loss sees it: noisy crops in, restored crops out."""
 
 HIDDEN_SHARE = 0.02
 """Share of each crop's pixels hidden per step: enough masked pixels for a steady gradient, few enough that
@@ -86,3 +91,14 @@ def blind_spot_loss(predicted: torch.Tensor, noisy: torch.Tensor, hidden: torch.
     """Mean squared error at the hidden pixels only, against their noisy values."""
     mask = hidden.expand_as(noisy).to(predicted.dtype)
     return ((predicted.float() - noisy.float()).square() * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def blind_spot_case(x: torch.Tensor, generator: torch.Generator) -> Callable[[Restore], torch.Tensor]:
+    """One draw of the loss on crops ``x``: a function of the network (``restore(crops) -> restored``).
+
+    The hidden pixels and their stand-ins are drawn once, so calling it again with another network scores that
+    one on the same draw.
+    """
+    hidden = hidden_mask(tuple(x.shape), generator)
+    masked = blind_spot_input(x, hidden, generator)
+    return lambda restore: blind_spot_loss(restore(masked), x, hidden)

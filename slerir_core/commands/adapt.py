@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from slerir_core.adaptation import AdaptProgress, AdaptResult
+from slerir_core.adaptation.adapt import LOSSES
 from slerir_core.checkpoint import save_weights
 from slerir_core.commands._model_args import add_model_arguments, build_restorer
 from slerir_core.commands.restore import collect_inputs
@@ -21,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", required=True, type=Path, help="the adapted weights file to write")
     parser.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget (default 5)")
     parser.add_argument("--axes", help="axes of every input, e.g. ZYX (default: each file's own, or inferred)")
+    parser.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="blind-spot",
+        help="blind-spot (default: any pixel-independent noise) or sure (Gaussian-like noise, no saturation)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_model_arguments(parser)
 
@@ -61,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"adapting {restorer.describe()} on {len(files)} file(s) for at most {args.minutes:g} min", file=sys.stderr
         )
-        adapted, result = restorer.adapt(images, minutes=args.minutes, axes=axes, progress=_report)
+        adapted, result = restorer.adapt(images, minutes=args.minutes, axes=axes, progress=_report, loss=args.loss)
     except (ImageError, WeightsError, ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -108,7 +108,7 @@ def test_slerir_adapt_writes_a_weights_file_restore_reads(restorer, tmp_path, ca
     meta = read_metadata(out)
     assert meta["adapted_from"] == str(weights) and len(meta["adapted_data_sha256"]) == 64
     assert len(meta["adapted_path"].split("-")) == 8 and int(meta["adapted_steps"]) >= 0
-    assert meta["adapted_curve"].startswith("0:")
+    assert meta["adapted_curve"].startswith("0:") and meta["adapted_loss"] == "blind-spot"
     load_model(out)
     assert cli(["restore", str(tmp_path / "noisy.tif"), "--out", str(tmp_path / "r"), "--weights", str(out)]) == 0
     # Never over an existing file without --overwrite, never over the weights it came from.
