@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -39,8 +40,9 @@ UNCLIPPED_SHARE = 0.9
 """Bins of the noise model's fit need at least this share of pixels whose 3×3 neighbourhood is not clipped."""
 KEPT = 0.9
 """Share of each bin's residuals (the smallest) the noise model's fit reads."""
-_TRIMMED_GAUSSIAN = 1.0 - 2.0 * 1.6449 * float(np.exp(-(1.6449**2) / 2) / np.sqrt(2 * np.pi)) / 0.9
-"""The mean square of a standard Gaussian's values inside its central 90 %, the share ``KEPT`` keeps."""
+_EDGE = NormalDist().inv_cdf(0.5 + KEPT / 2)
+_TRIMMED_GAUSSIAN = 1.0 - 2.0 * _EDGE * NormalDist().pdf(_EDGE) / KEPT
+"""The mean square of a standard Gaussian's values inside its central ``KEPT`` share."""
 _RESIDUAL = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]) / 6.0
 """A filter that removes constants, ramps and quadratics along rows and columns, with unit energy: applied to
 pixel-independent noise of variance v, its output has variance v (Immerkær's noise estimator)."""
