@@ -312,9 +312,9 @@ def adapt_steps(
     def draw(crops: Sequence[tuple[int, int, int]], generator: torch.Generator) -> tuple[Callable, Callable]:
         """One draw of the loss on crops of one plane, and the network that restores them."""
         x, box, prior = batch(crops)
-        if settings.loss == "sure":
-            return sure_case(x, generator, noise[crops[0][0]]), network(box, prior)
-        return blind_spot_case(x, generator), network(box, prior)
+        sure = settings.loss == "sure"
+        score = sure_case(x, generator, noise[crops[0][0]]) if sure else blind_spot_case(x, generator)
+        return score, network(box, prior)
 
     eval_generator = torch.Generator(device).manual_seed(settings.seed + 1)
     held_cases = [draw([crop], eval_generator) for crop in held_out]
