@@ -34,17 +34,20 @@ from training.datasets import TEST_FOLDERS, DataError, build_train_dataset
 from training.evaluate import (
     DEFAULT_IMAGES,
     DEFAULT_SIGMAS,
+    GREY,
     MIXED,
     PROTOCOL,
     TITLES,
     ModelMethod,
     evaluate_baselines,
+    evaluate_grey,
     evaluate_known_sigma,
     evaluate_method,
     evaluate_mixed,
     folder_test_set,
     format_table,
     generated_test_set,
+    grey_test_set,
     label_accuracy,
     mixed_test_set,
     order_columns,
@@ -300,7 +303,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         if known:
             names = " and ".join(name.removesuffix(" (true σ)") for name in known)
             notes.append(f"{names}: given the true σ of the Gaussian noise, non-blind references for denoising.")
-    routing, labels, mixed = None, None, None
+    routing, labels, mixed, grey = None, None, None, None
     if model is not None:
         method = ModelMethod(model, device)
         rows[model_row] = evaluate_method(method, cases)
@@ -309,6 +312,8 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
             labels = label_accuracy([c.task for c in cases], method.labels)
         if model.glgf is not None and args.data is None:
             mixed = evaluate_mixed(model, device, mixed_test_set(images, size, args.seed))
+        if args.data is None:
+            grey = evaluate_grey(model, device, grey_test_set(images, size, args.seed))
     rows = {name: with_average(scores, columns) for name, scores in rows.items()}
     if any(v.get("average", {}).get("partial") for v in rows.values()):
         notes.append("* average over the columns the method has.")
@@ -323,10 +328,9 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for task in order_columns(list(labels)):
             print(f"  {TITLES.get(task, task):<14} {labels[task]:.0%}")
     if mixed:
-        print(
-            f"\nMixed case ({MIXED.split(': ')[1]}, left | right halves), PSNR: "
-            + ", ".join(f"{k} {v:.2f} dB" for k, v in mixed.items())
-        )
+        print(_psnr_line(f"Mixed case ({MIXED.split(': ')[1]}, left | right halves)", mixed))
+    if grey:
+        print(_psnr_line(f"Grey pictures ({GREY.split(': ')[1]})", grey))
     return {
         "protocol": PROTOCOL,
         "test_set": source,
@@ -335,7 +339,12 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "routing": routing,
         "labels": labels,
         "mixed": mixed,
+        "grey": grey,
     }
+
+
+def _psnr_line(title: str, scores: dict[str, float]) -> str:
+    return f"\n{title}, PSNR: " + ", ".join(f"{k} {v:.2f} dB" for k, v in scores.items())
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

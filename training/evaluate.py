@@ -152,6 +152,48 @@ def evaluate_mixed(model: Any, device: Any, cases: Sequence[EvalCase]) -> dict[s
     return scores
 
 
+GREY = "grey: noise σ=25 the same in every channel"
+GREY_SIGMA = 25.0
+
+
+def grey_test_set(images: int, size: int, seed: int = 0) -> list[EvalCase]:
+    """Held-out clean images made grey (channels averaged), with Gaussian noise (σ = 25) drawn once per pixel
+    and repeated over the three channels: a grey picture, or one channel of microscopy data, as the Restorer
+    feeds it to the network."""
+    from slerir_core.degradations import degrade
+
+    cases = []
+    for i, (name, img) in enumerate(held_out_clean_images(images, size)):
+        grey = np.repeat(crop_to_multiple(img).mean(axis=-1, keepdims=True), 3, axis=-1)
+        rng = np.random.default_rng((TEST_SEED_TAG, seed, _task_code(GREY), i))
+        noisy = degrade(grey, "noise", rng, sigma=GREY_SIGMA)[..., :1]
+        cases.append(EvalCase(GREY, None, name, np.clip(noisy.repeat(3, axis=-1), 0, 1).astype(np.float32), grey))
+    return cases
+
+
+def evaluate_grey(model: Any, device: Any, cases: Sequence[EvalCase]) -> dict[str, float]:
+    """Mean PSNR of the grey case: the input, the model as the Restorer runs it on a grey image (one piece, fp32),
+    planned with its noise spread over the channels (``slerir_core.grey_noise``) and not, and NL-means given the
+    true σ."""
+    from slerir_core.restore import Restorer
+    from training.baselines import non_local_means
+
+    restorer = Restorer(model, device, precision="fp32")
+
+    def grey(spread: bool) -> Method:
+        return lambda image: np.repeat(
+            restorer.restore(image[..., 0], tile=0, spread_grey_noise=spread)[..., None], 3, -1
+        )
+
+    methods: dict[str, Method | None] = {
+        "input": None,
+        "model": grey(True),
+        "model, noise as is": grey(False),
+        "NL-means (true σ)": lambda image: non_local_means(image, GREY_SIGMA / 255),
+    }
+    return {label: evaluate_method(method, cases, ssim=False)[GREY]["psnr"] for label, method in methods.items()}
+
+
 def centre_crop(images: Sequence[np.ndarray], size: int | None) -> list[np.ndarray]:
     """The same centre crop (at most ``size``², a multiple of 16) of each image of a pair."""
     h = min(i.shape[0] for i in images)

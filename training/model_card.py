@@ -75,7 +75,7 @@ def evaluation_table(result: dict[str, Any]) -> list[str]:
 
 def routing_table(result: dict[str, Any]) -> list[str]:
     """Markdown lines: per task, the most common path, its purity and (with task labels) the share of images
-    labelled with the task's family; then the mixed case, if measured."""
+    labelled with the task's family; then the mixed and grey cases, if measured."""
     labels = result.get("labels") or {}
     lines = ["| task | path (enc1 … refine) | purity | label right |", "|---|---|---|---|"]
     for task, r in (result.get("routing") or {}).items():
@@ -86,6 +86,9 @@ def routing_table(result: dict[str, Any]) -> list[str]:
     if result.get("mixed"):
         scores = ", ".join(f"{k} {v:.2f} dB" for k, v in result["mixed"].items())
         lines.append(f"\nMixed case (rain on the left half, noise σ = 25 on the right), PSNR: {scores}.")
+    if result.get("grey"):
+        scores = ", ".join(f"{k} {v:.2f} dB" for k, v in result["grey"].items())
+        lines.append(f"\nGrey pictures (noise σ = 25 the same in every channel), PSNR: {scores}.")
     return lines
 
 

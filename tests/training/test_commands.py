@@ -162,6 +162,9 @@ def test_evaluate_command_prints_the_table(tmp_path, capsys):
     assert "Mixed case (rain | noise σ=25" in text
     assert set(result["mixed"]) == {"input", "injection on", "injection off"}
     assert result["mixed"]["injection on"] != result["mixed"]["injection off"]
+    assert "Grey pictures (noise σ=25 the same in every channel)" in text
+    assert set(result["grey"]) == {"input", "model", "model, noise as is", "NL-means (true σ)"}
+    assert result["grey"]["NL-means (true σ)"] > result["grey"]["input"] + 3
 
 
 def test_evaluate_reads_real_test_folders(promptir_root, capsys):

@@ -11,6 +11,7 @@ from training.baselines import BASELINES, dark_channel_prior, non_local_means
 from training.evaluate import (
     format_table,
     generated_test_set,
+    grey_test_set,
     label_accuracy,
     mixed_test_set,
     order_columns,
@@ -53,6 +54,14 @@ def test_mixed_case_has_rain_left_and_noise_right():
     assert 20 / 255 < right.std() < 30 / 255  # σ = 25, a little less where clipped
     # Rain streaks brighten along lines: mostly positive, unlike zero-mean noise.
     assert left.mean() > 0.01 and (left > 0.01).mean() > (left < -0.01).mean() * 3
+
+
+def test_grey_case_has_one_noise_in_every_channel():
+    (case,) = grey_test_set(images=1, size=64)
+    for image in (case.clean, case.degraded):
+        assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
+    assert 20 / 255 < (case.degraded - case.clean).std() < 30 / 255  # σ = 25, a little less where clipped
+    assert case.clean.std() > 0.05  # a picture, not a flat field
 
 
 def test_table_layout_follows_the_paper():
