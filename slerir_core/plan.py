@@ -133,6 +133,9 @@ class Plan:
         source: what the plan was computed on (``"image"``, ``"Z=12"``, ...).
         manual_routes: the routes were set by hand, not by the router.
         grey: the image was one channel, which the network saw repeated over its three.
+        grey_sigma: the noise σ (0-1 scale) of a grey image planned with it spread over the three channels
+            (``slerir_core.grey_noise``); ``None`` for colour images, grey ones with too little noise, or
+            when spreading is turned off.
     """
 
     routes: list[int]
@@ -146,10 +149,16 @@ class Plan:
     source: str = "image"
     manual_routes: bool = False
     grey: bool = False
+    grey_sigma: float | None = None
 
     @classmethod
     def from_analysis(
-        cls, info: dict[str, torch.Tensor], source: str, tasks: Sequence[str], grey: bool = False
+        cls,
+        info: dict[str, torch.Tensor],
+        source: str,
+        tasks: Sequence[str],
+        grey: bool = False,
+        grey_sigma: float | None = None,
     ) -> Plan:
         """The plan of one image from ``SLERIR.analyse`` output for a batch of one.
 
@@ -158,6 +167,7 @@ class Plan:
             source: what it was computed on.
             tasks: the names of the model's trained task prototypes; empty when it has none (no label).
             grey: the image was one channel (grey, or one channel of multichannel data).
+            grey_sigma: its noise σ to spread over the channels, if any.
         """
 
         def numpy(key: str) -> np.ndarray:
@@ -181,6 +191,7 @@ class Plan:
             task_map=task_map,
             source=source,
             grey=grey,
+            grey_sigma=grey_sigma,
         )
 
     @property
@@ -206,10 +217,12 @@ class Plan:
 
         - manual routes: ``manual``; the router's label would describe a choice nobody followed;
         - no task prototypes: no label at all;
-        - a grey image: ``outside training``. The network sees grey as three equal channels, and no model
-          trained here has seen equal channels with their degradation: its clean images are colour
-          (dead-leaves pictures) or photographs whose grey ones are repeated to RGB, and every noise is drawn
-          for each channel on its own. Grey images were labelled ``haze`` at 99% whatever their degradation;
+        - a grey image planned as three equal channels: ``outside training``. No model trained here has seen
+          equal channels with their degradation: its clean images are colour (dead-leaves pictures) or
+          photographs whose grey ones are repeated to RGB, and every noise is drawn for each channel on its own.
+          Grey images were once labelled ``haze`` at 99% whatever their degradation. A noisy grey image planned
+          with its noise spread over the channels (``grey_sigma``) is shown to the router as a colour sample
+          would be, and gets its label like one;
         - the likeliest family (``family_probabilities``) below ``confident_above(families)``: ``uncertain``,
           with the two likeliest;
         - otherwise that family and its probability.
@@ -218,7 +231,7 @@ class Plan:
             return Verdict("manual", "manual")
         if self.label is None or self.confidence is None:
             return Verdict("none", "none (the model has no task labels)")
-        if self.grey:
+        if self.grey and self.grey_sigma is None:
             return Verdict("outside", "outside training (grey image)")
         return family_verdict(self.task_probs)
 
@@ -230,6 +243,7 @@ class Plan:
             "routes": list(self.routes),
             "manual_routes": self.manual_routes,
             "grey": self.grey,
+            "grey_sigma": self.grey_sigma,
             "verdict": {"kind": verdict.kind, "text": verdict.text},
             "stages": list(STAGES),
             "probs": np.round(self.probs, 4).tolist(),
@@ -320,9 +334,9 @@ class PlanChooser:
         plan = self.given
         if plan is None:
             plane = self.canon[index]
-            plan = self.restorer.plan_plane(
-                plane, self.scaling, self.layout.groups[group], self.layout.describe(index, group)
-            )
+            where = self.layout.describe(index, group)
+            spread = self.opts.spread_grey_noise
+            plan = self.restorer.plan_plane(plane, self.scaling, self.layout.groups[group], where, spread)
             plan = plan if self.opts.routes is None else plan.with_routes(self.opts.routes)
         self.cache[key] = plan
         if self.opts.on_plan is not None:

@@ -32,6 +32,7 @@ from slerir_core.checkpoint import load_model
 from slerir_core.config import ModelConfig, load_config
 from slerir_core.device import autocast, free_cuda_cache, resolve_device, uses_bf16
 from slerir_core.errors import ImageError
+from slerir_core.grey_noise import grey_noise_sigma, spread_grey_noise
 from slerir_core.heap import reuse_freed_memory
 from slerir_core.io.layout import MIN_SIDE, Layout, is_dask, make_layout, to_array
 from slerir_core.io.scaling import Scaling, check_scaling
@@ -86,6 +87,9 @@ class RestoreOptions:
         scaling: how data that is neither uint8 nor float in [0, 1] is mapped to the network's [0, 1]:
             ``"percentile"`` (1st to 99.8th percentile of the whole array, robust to hot and dead pixels) or
             ``"minmax"`` (its minimum and maximum); see ``slerir_core.io.scaling`` for the values beyond.
+        spread_grey_noise: plan a noisy grey image (or channel) with its noise spread over the three channels, as
+            the network was trained to see noise (``slerir_core.grey_noise``); ``False`` plans it on three equal
+            channels, as it is restored.
         progress: called with ``(done, total)`` tiles.
         on_plan: called with ``(what it applies to, plan)`` for each plan used, e.g. for reports.
         on_scaling: called once per image with the scaling used, in words (``Scaling.describe``).
@@ -100,6 +104,7 @@ class RestoreOptions:
     plan_per: str = "slice"
     channels: str = "auto"
     scaling: str = "percentile"
+    spread_grey_noise: bool = True
     progress: ProgressCallback | None = None
     on_plan: OnPlan | None = None
     on_scaling: OnScaling | None = None
@@ -283,17 +288,27 @@ class Restorer:
         return self.plan_plane(canon[index], values, layout.groups[group], layout.describe(index, group))
 
     @torch.inference_mode()
-    def plan_plane(self, plane: Any, scaling: Scaling, group: tuple[int, int], source: str) -> Plan:
-        """Plan one 2-D image ``plane`` (canonical ``(Y, X, C)``, numpy or dask) from channels ``group``."""
+    def plan_plane(
+        self, plane: Any, scaling: Scaling, group: tuple[int, int], source: str, spread: bool = True
+    ) -> Plan:
+        """Plan one 2-D image ``plane`` (canonical ``(Y, X, C)``, numpy or dask) from channels ``group``; a grey
+        one with its noise spread over the channels unless ``spread`` is false (``RestoreOptions``)."""
         x = planning_view(plane, scaling, group)
         routing = None
         if x.shape[:2] != plane.shape[:2]:
             routing = routing_mosaic(plane, scaling, group, self.model.degradation_extractor.image_size)
+        grey = group[1] - group[0] == 1
+        # Full-resolution pixels: a reduced view's block averages hide most of the noise.
+        sigma = grey_noise_sigma(x if routing is None else routing) if grey and spread else None
+        if sigma is not None:
+            # A reduced view's block averages of k pixels hold noise σ/√k.
+            x = spread_grey_noise(x, sigma * math.sqrt(x.shape[0] * x.shape[1] / (plane.shape[0] * plane.shape[1])))
+            routing = None if routing is None else spread_grey_noise(routing, sigma)
         with autocast(self.device, self.bf16):
             view = None if routing is None else self.network_input(routing)
             info = self.model.analyse(self.network_input(x), routing_view=view)
         tasks = self.config.tasks if bool(self.model.task_prototypes.any()) else ()
-        return Plan.from_analysis(info, source, tasks, grey=group[1] - group[0] == 1)
+        return Plan.from_analysis(info, source, tasks, grey=grey, grey_sigma=sigma)
 
     def network_input(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 1 or 3) float32 -> (1, 3, H, W) on the device, grey repeated over the three channels."""

@@ -96,6 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: percentile)",
     )
     parser.add_argument(
+        "--grey-noise-as-is",
+        action="store_true",
+        help="plan noisy grey images on their three equal channels instead of with the noise spread over the "
+        "channels as the network was trained to see it (default: spread; see slerir_core.grey_noise)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="restore inputs whose outputs exist again (default: skip them)"
     )
     parser.add_argument(
@@ -123,7 +129,12 @@ def run(args: argparse.Namespace) -> int:
         restorer = build_restorer(args)
         routes = parse_routes(args.routes)
         options = restorer.resolve_options(
-            routes=routes, tile=args.tile, overlap=args.overlap, plan_per=args.plan_per, scaling=args.scaling
+            routes=routes,
+            tile=args.tile,
+            overlap=args.overlap,
+            plan_per=args.plan_per,
+            scaling=args.scaling,
+            spread_grey_noise=not args.grey_noise_as_is,
         )
     except (WeightsError, ConfigError, ImageError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -170,6 +170,7 @@ def test_microscopy_tasks_count_with_their_family():
         ({"label": None, "confidence": None, "task_probs": {}}, "none", "none (the model has no task labels)"),
         ({"confidence": 0.5, "task_probs": {"noise": 0.5, "rain": 0.3, "haze": 0.2}}, "uncertain", None),
         ({"grey": True}, "outside", "outside training (grey image)"),
+        ({"grey": True, "grey_sigma": 0.1}, "label", "noise (80%)"),  # planned with its noise spread
         # Split between the photo and microscopy cases of one family: that family, summed.
         ({"confidence": 0.4, "task_probs": {"blur": 0.4, "micro_blur": 0.4, "rain": 0.2}}, "label", "blur (80%)"),
         ({"grey": True, "manual_routes": True}, "manual", "manual"),
@@ -189,12 +190,16 @@ def test_the_verdict_is_the_label_only_when_it_is_confident_in_a_colour_image_th
         assert verdict.text == "uncertain (noise 50%, rain 30%)"
 
 
-def test_a_grey_image_is_planned_as_grey_and_its_verdict_is_outside_training():
+def test_a_grey_image_is_planned_as_grey_and_outside_training_unless_its_noise_was_spread():
     image = smooth_rgb(48)
     restorer = with_prototypes(image)
     colour = restorer.plan(image, channels="rgb")
     assert not colour.grey and colour.verdict().kind == "label" and colour.verdict().text.startswith("noise (")
     grey = restorer.plan(image.mean(axis=-1))
     assert grey.grey and grey.label is not None and grey.verdict().text == "outside training (grey image)"
-    channels = restorer.plan(image, axes="YXC", channels="grey")  # each channel is a grey image to the network
+    clean = smooth_rgb(48, noise=0.0)  # each channel is a grey image to the network, too clean to spread
+    channels = restorer.plan(clean, axes="YXC", channels="grey")
     assert channels.grey and channels.verdict().kind == "outside"
+    noisy = np.clip(image.mean(axis=-1) + np.random.default_rng(0).normal(0, 0.1, image.shape[:2]), 0, 1)
+    spread = restorer.plan(noisy.astype(np.float32))
+    assert spread.grey and spread.grey_sigma is not None and spread.verdict().kind == "label"

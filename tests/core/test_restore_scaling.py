@@ -44,12 +44,12 @@ def test_hot_and_dead_pixels_do_not_spoil_a_16_bit_restoration(shipped):
     described: list[str] = []
     restored = shipped.restore(spotted, on_scaling=described.append)
     assert described == ["percentile 1-99.8: 100.2-3000"]
-    # It restores (the shipped weights gain less on heavy noise that is the same in all three channels, as a grey
-    # picture's is, than on colour noise: MODEL_CARD.md, known limits); the hot pixels take nothing off that.
-    assert psnr(restored, clean, others) > before + 1
+    # It restores, and the hot pixels take nothing off that.
+    assert psnr(restored, clean, others) > before + 6
     assert psnr(restored, clean, others) > without - 0.3
     # The hot pixels stay hot and the dead ones dark: what lay beyond the range is kept, not restored away.
-    assert restored[30, 40] > 60000 and restored[90, 100] > 55000 and restored[10, 10] < 1000
+    assert restored[30, 40] > 60000 and restored[90, 100] > 55000
+    assert all(restored[r, c] < clean[r, c] - 150 for r, c, value in HOT if value == 0)
     # The minimum and maximum squeeze the signal into the bottom 3 % of the range: the damage seen before.
     assert psnr(shipped.restore(spotted, scaling="minmax"), clean, others) < before
 
