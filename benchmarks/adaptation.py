@@ -10,6 +10,11 @@ careamics 0.3.5 needs torch < 2.14, about 5 GB with Lightning). PSNR / SSIM agai
     python benchmarks/adaptation.py --threads 1 --methods classical blind adapted n2v   # 5 and 15 minutes
     python benchmarks/adaptation.py --minutes 1 --images 2 --noise poisson20   # a quick look
     python benchmarks/adaptation.py --methods blind adapted --loss sure --images 4   # SURE instead of blind-spot
+    python benchmarks/adaptation.py --methods blind ceiling --minutes 5   # what clean targets would reach
+
+``ceiling`` is no method a user has: the same experts fine-tuned for the same minutes with the clean images as
+targets (mean squared error, the adaptation's crops, batch and learning rate). No self-supervised loss can
+teach more than the clean images themselves, so it bounds what adapting can gain in that time.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slerir_core.adaptation.adapt import LOSSES
+from slerir_core.adaptation.adapt import LOSSES, AdaptSettings
 
 NoiseModel = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -34,7 +39,7 @@ CAREAMICS = ["torch==2.11.0", "torchvision==0.26.0", "careamics==0.3.5", "micros
 """What the Noise2Void environment installs: careamics 0.3.5 with a torch it supports, pinned so that pip does
 not backtrack through Lightning and torchvision releases."""
 N2V_SCRIPT = Path(__file__).with_name("n2v_careamics.py")
-METHODS = ("classical", "blind", "adapted", "n2v")
+METHODS = ("classical", "blind", "adapted", "n2v", "ceiling")
 
 
 def poisson20(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -123,6 +128,50 @@ def noise2void(python: Path, noisy: list[np.ndarray], minutes: float, threads: i
     return [counts_to_unit(r) if n.dtype == np.uint16 else r for r, n in zip(restored, noisy, strict=True)], summary
 
 
+def supervised_ceiling(restorer, noisy: list[np.ndarray], clean: list[np.ndarray], minutes: float, lr: float):
+    """A restorer whose path experts were fine-tuned for ``minutes`` on the noisy images with the clean ones as
+    targets, in the adaptation's setting (``slerir_core.adaptation.adapt``), and its step count."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from slerir_core.adaptation.adapt import CROP, user_planes
+    from slerir_core.device import autocast
+    from slerir_core.restore import Restorer, prepare_image
+
+    settings = AdaptSettings(minutes=minutes, lr=lr)
+    planes = user_planes(restorer, noisy, None, "auto")
+    targets = []
+    for image, target in zip(noisy, clean, strict=True):  # the clean image on the noisy one's network scale
+        _, _, scaling = prepare_image(image, None, "auto", "percentile")
+        raw = 1000.0 + 6000.0 * target if image.dtype == np.uint16 else target
+        targets.append(restorer.network_input(scaling.to_unit(raw[..., None].astype(np.float32), (0, 1))))
+    model = copy.deepcopy(restorer.model).train()
+    model.requires_grad_(False)
+    experts = [p for stage in model.stages.values() for p in stage.parameters()]
+    for p in experts:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(experts, lr=settings.lr)
+    rng, steps, start = np.random.default_rng(settings.seed), 0, time.monotonic()
+    while time.monotonic() - start < 60.0 * minutes:
+        i = int(rng.integers(len(planes)))
+        plane, target = planes[i], targets[i]
+        h, w = plane.pixels.shape[-2:]
+        corners = [(int(rng.integers(h - CROP + 1)), int(rng.integers(w - CROP + 1))) for _ in range(settings.batch)]
+        x, y = (torch.cat([t[..., a : a + CROP, b : b + CROP] for a, b in corners]) for t in (plane.pixels, target))
+        box = torch.tensor([[a / h, b / w, (a + CROP) / h, (b + CROP) / w] for a, b in corners])
+        routes = torch.tensor(plane.routes).expand(len(x), -1)
+        with autocast(restorer.device, restorer.bf16):
+            restored = model.restore_features(x, routes, prior=plane.prior, box=box)
+        loss = F.mse_loss(restored.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+    return Restorer(model.eval(), restorer.device, precision=restorer.precision), steps
+
+
 def restored_by(restorer, noisy: list[np.ndarray]) -> list[np.ndarray]:
     """Each noisy image restored, back in [0, 1] (uint16 counts mapped as ``to_unit`` maps the input)."""
     return [to_unit(restorer.restore(n)) for n in noisy]
@@ -151,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         help="the CAREamics virtual environment (created if missing)",
     )
     parser.add_argument("--loss", choices=LOSSES, default="blind-spot", help="the adaptation's loss")
+    parser.add_argument("--lr", type=float, default=AdaptSettings.lr, help="the adaptation's learning rate")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
 
@@ -177,11 +227,16 @@ def main(argv: list[str] | None = None) -> None:
             rows["SLER-IR, blind"] = scores(restored_by(restorer, noisy), clean)
         for minutes in args.minutes if "adapted" in args.methods else []:
             start = time.perf_counter()
-            adapted, result = restorer.adapt(noisy, minutes=minutes, loss=args.loss)
+            adapted, result = restorer.adapt(noisy, minutes=minutes, loss=args.loss, lr=args.lr)
             took = (time.perf_counter() - start) / 60
             label = f"SLER-IR, adapted ({args.loss}) {minutes:g} min "
             label += f"({result.steps} steps, {result.stopped}, {took:.1f} min)"
             rows[label] = scores(restored_by(adapted, noisy), clean)
+        for minutes in args.minutes if "ceiling" in args.methods else []:
+            ceiling, steps = supervised_ceiling(restorer, noisy, clean, minutes, args.lr)
+            rows[f"ceiling: clean targets, {minutes:g} min ({steps} steps)"] = scores(
+                restored_by(ceiling, noisy), clean
+            )
         for minutes in args.minutes if n2v_python else []:
             out, summary = noise2void(n2v_python, noisy, minutes, args.threads, n2v_log)
             label = f"Noise2Void (CAREamics), {minutes:g} min ({summary['steps']} steps, {summary['epochs']} epochs)"
