@@ -1,17 +1,22 @@
-"""Noisy grey pictures planned as the network was trained to see noise: independent in each channel.
+"""Small noisy grey pictures planned as the network was trained to see noise: independent in each channel.
 
 The network works on three channels, and every noise it was trained on is drawn for each channel on its own. A
 grey picture (or one channel of microscopy data) is fed as three equal channels, so its noise is the same in all
-three, a pattern no training sample had. The plan made from such a view (``Restorer.plan_plane``) misleads the
-restoration: its routes were the noise path's, yet the GLGF prior it computed left grey pictures with Gaussian
-noise of σ = 25 at 21.9 dB (from 20.4), where a plan made as below gave 27.0 dB.
+three, a pattern no training sample had. The GLGF prior reads the plan's view in a grid of crops, each resized to
+the degradation extractor's input (``SLERIR.analyse``; 4×4 crops of 64² for the compact model). Where the crops
+are enlarged, in views under 256² there, their noise grain is smoothed away, and the colour of the noise is what
+tells noise apart: a grey picture's prior then misleads the restoration. Eight grey held-out pictures with
+Gaussian noise of σ = 25 came out at 21.9 dB at 128² and 23.1 dB at 192², against 27.9 dB at 256², where the
+crops are not enlarged (the input is at 20.4 dB).
 
 Noise that is the same in three channels is the part along their mean of noise that is independent in each:
 independent noise of variance 3σ² per channel has variance σ² along the mean, and the rest, which sums to zero
 over the channels, is independent of it. Adding that rest turns a grey picture with noise σ into one with
 independent noise of √3·σ in each channel, like the network's training samples, whose channel mean is still the
-grey picture. The plan is made from that view; the tiles are restored from the picture itself (three equal
-channels), which measured 0.5 dB better than restoring the spread view too.
+grey picture. A small grey picture is planned on that view, and its tiles restored from the picture itself: the
+same pictures came out at 27.0 dB at 128² and 27.5 dB at 192². Restoring the spread view too measured 0.5 dB
+lower; at 256², where spreading is not needed, planning on it cost 0.5 dB, so views whose crops are not enlarged
+are planned as they are.
 """
 
 from __future__ import annotations

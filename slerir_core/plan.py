@@ -134,8 +134,8 @@ class Plan:
         manual_routes: the routes were set by hand, not by the router.
         grey: the image was one channel, which the network saw repeated over its three.
         grey_sigma: the noise σ (0-1 scale) of a grey image planned with it spread over the three channels
-            (``slerir_core.grey_noise``); ``None`` for colour images, grey ones with too little noise, or
-            when spreading is turned off.
+            (``slerir_core.grey_noise``); ``None`` for colour images, grey ones with too little noise or large
+            enough to be planned as they are, or when spreading is turned off.
     """
 
     routes: list[int]

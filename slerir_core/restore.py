@@ -87,9 +87,9 @@ class RestoreOptions:
         scaling: how data that is neither uint8 nor float in [0, 1] is mapped to the network's [0, 1]:
             ``"percentile"`` (1st to 99.8th percentile of the whole array, robust to hot and dead pixels) or
             ``"minmax"`` (its minimum and maximum); see ``slerir_core.io.scaling`` for the values beyond.
-        spread_grey_noise: plan a noisy grey image (or channel) with its noise spread over the three channels, as
-            the network was trained to see noise (``slerir_core.grey_noise``); ``False`` plans it on three equal
-            channels, as it is restored.
+        spread_grey_noise: plan a small noisy grey image (or channel) with its noise spread over the three
+            channels, as the network was trained to see noise (``slerir_core.grey_noise``); ``False`` plans it on
+            three equal channels, as it is restored.
         progress: called with ``(done, total)`` tiles.
         on_plan: called with ``(what it applies to, plan)`` for each plan used, e.g. for reports.
         on_scaling: called once per image with the scaling used, in words (``Scaling.describe``).
@@ -298,8 +298,11 @@ class Restorer:
         if x.shape[:2] != plane.shape[:2]:
             routing = routing_mosaic(plane, scaling, group, self.model.degradation_extractor.image_size)
         grey = group[1] - group[0] == 1
-        # Full-resolution pixels: a reduced view's block averages hide most of the noise.
-        sigma = grey_noise_sigma(x if routing is None else routing) if grey and spread else None
+        sigma = None
+        enlarged = min(x.shape[:2]) < self.config.crop_grid * min(self.model.degradation_extractor.image_size)
+        if grey and spread and enlarged:  # the prior's crops are enlarged to the extractor's size: see grey_noise
+            # Full-resolution pixels for the estimate: a reduced view's block averages hide most of the noise.
+            sigma = grey_noise_sigma(x if routing is None else routing)
         if sigma is not None:
             # A reduced view's block averages of k pixels hold noise σ/√k.
             x = spread_grey_noise(x, sigma * math.sqrt(x.shape[0] * x.shape[1] / (plane.shape[0] * plane.shape[1])))

@@ -51,8 +51,7 @@ class DegradationMapWidget(JobWidget):
         self._label = Label(label="Verdict", value="–")
         self._label.tooltip = (
             "The whole image's degradation and the model's confidence in it; 'uncertain' when no task stands out, "
-            "'outside training' for a grey image without noise to spread over its channels (three equal channels, "
-            "unlike the training data)."
+            "'outside training' for a grey image planned as it is (three equal channels, unlike the training data)."
         )
         self._label.native.setWordWrap(True)
         self._summary = Label(label="Maps", value="")

@@ -33,11 +33,22 @@ def test_only_noise_above_the_threshold_is_spread():
     assert grey_noise_sigma(faint) is None
 
 
-def test_a_large_grey_image_is_planned_with_the_noise_of_its_full_resolution_pixels(restorer):
-    clean = np.full((1100, 300), 0.5, np.float32)  # above PLAN_SIDE: planned on a reduced view
+def enlarging_below(restorer: Restorer) -> int:
+    """The side under which a view's prior crops are enlarged to the degradation extractor's input."""
+    return restorer.config.crop_grid * min(restorer.model.degradation_extractor.image_size)
+
+
+def test_a_strip_planned_on_a_reduced_view_is_spread_with_the_noise_of_its_full_resolution_pixels(restorer):
+    clean = np.full((2200, enlarging_below(restorer) - 8), 0.5, np.float32)  # planned on a view of 3-pixel averages
     noisy = clean + np.random.default_rng(1).normal(0, 0.05, clean.shape).astype(np.float32)
-    plan = restorer.plan(noisy)
-    assert plan.grey_sigma == pytest.approx(0.05, rel=0.1)  # the reduced view's block averages hold σ/√2
+    assert restorer.plan(noisy).grey_sigma == pytest.approx(0.05, rel=0.1)  # not the view's σ/√3
+
+
+def test_a_grey_picture_whose_prior_crops_are_not_enlarged_is_planned_as_it_is(restorer):
+    side = enlarging_below(restorer)
+    noisy = 0.5 + np.random.default_rng(2).normal(0, 0.1, (side, side)).astype(np.float32)
+    assert restorer.plan(noisy).grey_sigma is None
+    assert restorer.plan(noisy[: side - 8]).grey_sigma == pytest.approx(0.1, rel=0.15)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +73,8 @@ def test_the_shipped_model_restores_noisy_grey_pictures_better_planned_with_the_
 def test_colour_pictures_and_clean_grey_ones_are_restored_as_before(shipped):
     colour = smooth_rgb(96, noise=0.1).astype(np.float32)
     clean_grey = smooth_rgb(96, noise=0.0)[..., 0].astype(np.float32)
+    plans = []
     for image, channels in ((colour, "rgb"), (clean_grey, "auto")):
-        plans = []
         spread = shipped.restore(image, channels=channels, on_plan=lambda _, plan: plans.append(plan))
-        assert plans[0].grey_sigma is None
+        assert plans[-1].grey_sigma is None
         assert np.array_equal(spread, shipped.restore(image, channels=channels, spread_grey_noise=False))
