@@ -42,6 +42,15 @@ N2V_SCRIPT = Path(__file__).with_name("n2v_careamics.py")
 METHODS = ("classical", "blind", "adapted", "n2v", "ceiling")
 
 
+COUNTS_OFFSET, COUNTS_SPAN = 1000.0, 6000.0
+"""``gaussian16``'s dim signal: the clean images' 0 and 1 in camera counts."""
+
+
+def unit_to_counts(clean: np.ndarray) -> np.ndarray:
+    """Clean images in [0, 1] as ``gaussian16``'s camera counts, before noise."""
+    return COUNTS_OFFSET + COUNTS_SPAN * clean
+
+
 def poisson20(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Photon-limited: 20 photons at the brightest, plus read noise σ = 0.01."""
     return rng.poisson(clean * 20.0) / 20.0 + rng.normal(0.0, 0.01, clean.shape)
@@ -57,7 +66,7 @@ def scmos(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def gaussian16(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """16-bit fluorescence-like: a dim signal on an offset, Gaussian noise, stored as uint16."""
-    counts = 1000.0 + 6000.0 * clean + rng.normal(0.0, 600.0, clean.shape)
+    counts = unit_to_counts(clean) + rng.normal(0.0, 600.0, clean.shape)
     return np.clip(np.round(counts), 0, 65535).astype(np.uint16)
 
 
@@ -66,7 +75,7 @@ NOISE: dict[str, NoiseModel] = {"poisson20": poisson20, "scmos": scmos, "gaussia
 
 def counts_to_unit(counts: np.ndarray) -> np.ndarray:
     """``gaussian16``'s counts mapped back to the clean images' scale."""
-    return ((counts.astype(np.float64) - 1000.0) / 6000.0).astype(np.float32)
+    return ((counts.astype(np.float64) - COUNTS_OFFSET) / COUNTS_SPAN).astype(np.float32)
 
 
 def to_unit(noisy: np.ndarray) -> np.ndarray:
@@ -136,7 +145,7 @@ def supervised_ceiling(restorer, noisy: list[np.ndarray], clean: list[np.ndarray
     import torch
     import torch.nn.functional as F
 
-    from slerir_core.adaptation.adapt import CROP, user_planes
+    from slerir_core.adaptation.adapt import CROP, trainable_experts, user_planes
     from slerir_core.device import autocast
     from slerir_core.restore import Restorer, prepare_image
 
@@ -145,14 +154,10 @@ def supervised_ceiling(restorer, noisy: list[np.ndarray], clean: list[np.ndarray
     targets = []
     for image, target in zip(noisy, clean, strict=True):  # the clean image on the noisy one's network scale
         _, _, scaling = prepare_image(image, None, "auto", "percentile")
-        raw = 1000.0 + 6000.0 * target if image.dtype == np.uint16 else target
+        raw = unit_to_counts(target) if image.dtype == np.uint16 else target
         targets.append(restorer.network_input(scaling.to_unit(raw[..., None].astype(np.float32), (0, 1))))
     model = copy.deepcopy(restorer.model).train()
-    model.requires_grad_(False)
-    experts = [p for stage in model.stages.values() for p in stage.parameters()]
-    for p in experts:
-        p.requires_grad_(True)
-    optimizer = torch.optim.Adam(experts, lr=settings.lr)
+    optimizer = torch.optim.Adam(trainable_experts(model), lr=settings.lr)
     rng, steps, start = np.random.default_rng(settings.seed), 0, time.monotonic()
     while time.monotonic() - start < 60.0 * minutes:
         i = int(rng.integers(len(planes)))

@@ -191,6 +191,16 @@ def user_planes(restorer: Restorer, images: Sequence[Any], axes: Axes, channels:
     return planes
 
 
+def trainable_experts(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Freeze ``model`` but its routed stages' expert stacks, and return those. Run with fixed routes, only the
+    path's slices of the stacks get gradients: Adam leaves the other experts exactly as they are."""
+    model.requires_grad_(False)
+    stacks = [p for stage in model.stages.values() for p in stage.parameters()]
+    for p in stacks:
+        p.requires_grad_(True)
+    return stacks
+
+
 def _crop_boxes(planes: Sequence[_Plane]) -> list[tuple[int, int, int]]:
     """(plane, top, left) of every whole ``CROP``² cell of every plane."""
     boxes = []
@@ -278,10 +288,7 @@ def adapt_steps(
     result = AdaptResult(path=path, data_hash=_data_hash(planes), loss=settings.loss)
 
     model = copy.deepcopy(restorer.model).train()
-    model.requires_grad_(False)
-    stacks = [p for stage in model.stages.values() for p in stage.parameters()]
-    for p in stacks:  # only the path's slices get gradients: Adam leaves the others exactly as they are
-        p.requires_grad_(True)
+    stacks = trainable_experts(model)
     optimizer = torch.optim.Adam(stacks, lr=settings.lr, weight_decay=0.0)
     device, bf16 = restorer.device, restorer.bf16
     routes = torch.tensor(path, device=device)
