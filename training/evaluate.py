@@ -178,6 +178,7 @@ def evaluate_grey(model: Any, device: Any, cases: Sequence[EvalCase]) -> dict[st
     from slerir_core.restore import Restorer
     from training.baselines import non_local_means
 
+    was_training, routing = model.training, model.routing  # the Restorer sets eval mode and hard routing
     restorer = Restorer(model, device, precision="fp32")
 
     def grey(spread: bool) -> Method:
@@ -191,7 +192,11 @@ def evaluate_grey(model: Any, device: Any, cases: Sequence[EvalCase]) -> dict[st
         "model, noise as is": grey(False),
         "NL-means (true σ)": lambda image: non_local_means(image, GREY_SIGMA / 255),
     }
-    return {label: evaluate_method(method, cases, ssim=False)[GREY]["psnr"] for label, method in methods.items()}
+    try:
+        return {label: evaluate_method(method, cases, ssim=False)[GREY]["psnr"] for label, method in methods.items()}
+    finally:
+        model.train(was_training)
+        model.routing = routing
 
 
 def centre_crop(images: Sequence[np.ndarray], size: int | None) -> list[np.ndarray]:
