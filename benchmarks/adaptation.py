@@ -2,19 +2,21 @@
 
 Eight grey held-out images (scikit-image's test split, then dead-leaves images; never trained on) under noise
 models the shipped model never saw; the model adapts on the eight noisy images themselves, as a user would
-(``Restorer.adapt``), and restores them. NL-means and BM3D get σ estimated from each image. With ``n2v``,
-Noise2Void from CAREamics trains from scratch on the same noisy images for the same minutes
-(``benchmarks/n2v_careamics.py``, in a virtual environment of its own that this script creates on first use:
-careamics 0.3.5 needs torch < 2.14, about 5 GB with Lightning). PSNR / SSIM against the clean images.
+(``Restorer.adapt``, pseudo-clean pairs unless ``--loss`` says otherwise), and restores them. NL-means and BM3D
+get σ estimated from each image. With ``n2v``, Noise2Void from CAREamics trains from scratch on the same noisy
+images for the same minutes (``benchmarks/n2v_careamics.py``, in a virtual environment of its own that this
+script creates on first use: careamics 0.3.5 needs torch < 2.14, about 5 GB with Lightning). PSNR / SSIM against
+the clean images.
 
     python benchmarks/adaptation.py --threads 1 --methods classical blind adapted n2v   # 5 and 15 minutes
     python benchmarks/adaptation.py --minutes 1 --images 2 --noise poisson20   # a quick look
-    python benchmarks/adaptation.py --methods blind adapted --loss sure --images 4   # SURE instead of blind-spot
+    python benchmarks/adaptation.py --methods blind adapted --loss blind-spot --images 4   # another loss
     python benchmarks/adaptation.py --methods blind ceiling --minutes 5   # what clean targets would reach
 
 ``ceiling`` is no method a user has: the same experts fine-tuned for the same minutes with the clean images as
-targets (mean squared error, the adaptation's crops, batch and learning rate). No self-supervised loss can
-teach more than the clean images themselves, so it bounds what adapting can gain in that time.
+targets (mean squared error, the adaptation's crops, batch and learning rate: ``--lr``, or pseudo-clean pairs').
+No self-supervised loss can teach more than the clean images themselves, so it bounds what adapting can gain in
+that time.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ def supervised_ceiling(restorer, noisy: list[np.ndarray], clean: list[np.ndarray
         raw = unit_to_counts(target) if image.dtype == np.uint16 else target
         targets.append(restorer.network_input(scaling.to_unit(raw[..., None].astype(np.float32), (0, 1))))
     model = copy.deepcopy(restorer.model).train()
-    optimizer = torch.optim.Adam(trainable_experts(model), lr=settings.lr)
+    optimizer = torch.optim.Adam(trainable_experts(model), lr=settings.learning_rate("pseudo-clean"))
     rng, steps, start = np.random.default_rng(settings.seed), 0, time.monotonic()
     while time.monotonic() - start < 60.0 * minutes:
         i = int(rng.integers(len(planes)))
@@ -204,8 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         default=Path.home() / ".cache" / "slerir" / "careamics-venv",
         help="the CAREamics virtual environment (created if missing)",
     )
-    parser.add_argument("--loss", choices=LOSSES, default="blind-spot", help="the adaptation's loss")
-    parser.add_argument("--lr", type=float, default=AdaptSettings.lr, help="the adaptation's learning rate")
+    parser.add_argument("--loss", choices=LOSSES, default=AdaptSettings.loss, help="the adaptation's loss")
+    parser.add_argument("--lr", type=float, help="the adaptation's learning rate (default: the loss's own)")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
 

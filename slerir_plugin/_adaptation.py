@@ -79,7 +79,9 @@ def adapt_job(job: AdaptJob) -> Generator[Update, None, AdaptDone | Failed]:
                     model, result = done.value
                     break
                 yield ProgressUpdate(int(1000 * budget_fraction(update)), 1000)
-                if update.held_out_loss is not None:
+                if update.step == 0 and update.held_out_loss is None:
+                    yield Status("Adapting: restoring the layer with the current weights first…")
+                elif update.held_out_loss is not None:
                     yield Status(
                         f"Adapting… step {update.step}: held-out loss {update.held_out_loss:.5f} "
                         f"(best {update.best_loss:.5f})"

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from slerir_core.adaptation import AdaptProgress, AdaptResult
+from slerir_core.adaptation import AdaptProgress, AdaptResult, AdaptSettings
 from slerir_core.adaptation.adapt import LOSSES
 from slerir_core.checkpoint import save_weights
 from slerir_core.commands._model_args import add_model_arguments, build_restorer
@@ -25,8 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--loss",
         choices=LOSSES,
-        default="blind-spot",
-        help="blind-spot (default: any pixel-independent noise) or sure (Gaussian-like noise, no saturation)",
+        default=AdaptSettings.loss,
+        help="pseudo-clean (your noise drawn on the model's own restorations; photon and read noise), blind-spot "
+        "(any pixel-independent noise), sure (Gaussian-like noise, no saturation), or auto (default: pseudo-clean, "
+        "or blind-spot where the noise cannot be measured)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_model_arguments(parser)
@@ -94,7 +96,7 @@ def summary(result: AdaptResult, out: Path) -> str:
     """What was adapted and where it went, in one line."""
     start, best = result.curve[0][1], min(loss for _, loss in result.curve)
     return (
-        f"wrote {out}: path {'-'.join(map(str, result.path))} adapted for {result.steps} steps "
+        f"wrote {out}: path {'-'.join(map(str, result.path))} adapted with {result.loss} for {result.steps} steps "
         f"({result.seconds / 60:.1f} min, {result.stopped}); held-out loss {start:.6f} -> {best:.6f} "
         f"(kept step {result.best_step}). Use it with: slerir restore --weights {out} ..."
     )

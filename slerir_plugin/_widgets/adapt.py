@@ -63,6 +63,6 @@ class AdaptWidget(JobWidget):
         r = result.result
         start, best = r.curve[0][1], min(loss for _, loss in r.curve)
         self._status.value = (
-            f"Adapted in {seconds(result.seconds)} ({r.steps} steps, {r.stopped}): held-out loss {start:.5f} → "
-            f"{best:.5f}. The SLER-IR widgets now use {result.weights.name}."
+            f"Adapted in {seconds(result.seconds)} ({r.loss}, {r.steps} steps, {r.stopped}): held-out loss "
+            f"{start:.5f} → {best:.5f}. The SLER-IR widgets now use {result.weights.name}."
         )

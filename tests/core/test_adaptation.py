@@ -1,4 +1,4 @@
-"""Adaptation to a user's noisy images: the blind-spot loss, what it trains, its safeguards, and ``slerir adapt``."""
+"""Adaptation to a user's noisy images: the blind-spot loss, what adapting trains, its safeguards, ``slerir adapt``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import tifffile
 import torch
 
 from slerir_core.adaptation import AdaptSettings, adapt_model
+from slerir_core.adaptation.adapt import LEARNING_RATES
 from slerir_core.adaptation.blind_spot import WINDOW, blind_spot_input, blind_spot_loss, hidden_mask
 from slerir_core.checkpoint import load_model, read_metadata, save_weights
 from slerir_core.cli import main as cli
@@ -58,9 +59,10 @@ def test_the_loss_scores_the_hidden_pixels_only():
     assert blind_spot_loss(noisy, noisy, hidden) == 0
 
 
-def test_adaptation_lowers_the_held_out_loss_and_trains_only_the_path_experts(restorer):
+@pytest.mark.parametrize("loss", ["pseudo-clean", "blind-spot"])
+def test_adaptation_lowers_the_held_out_loss_and_trains_only_the_path_experts(restorer, loss):
     before = {k: v.clone() for k, v in restorer.model.state_dict().items()}
-    adapted, result = restorer.adapt([noisy_image(), noisy_image(seed=1)], **QUICK)
+    adapted, result = restorer.adapt([noisy_image(), noisy_image(seed=1)], loss=loss, **QUICK)
     assert restorer.model.state_dict().keys() == before.keys()
     assert all(torch.equal(v, before[k]) for k, v in restorer.model.state_dict().items())  # the original is kept
     assert result.steps == 12 and result.stopped == "steps" and [s for s, _ in result.curve] == [0, 4, 8, 12]
@@ -70,6 +72,26 @@ def test_adaptation_lowers_the_held_out_loss_and_trains_only_the_path_experts(re
     assert changed and all(any(k.startswith(prefix) for prefix in on_path) for k in changed)
     assert all(any(k.startswith(prefix) for k in changed) for prefix in on_path)  # every stage of the path learnt
     assert "adapted" in adapted.describe()
+
+
+def test_each_loss_has_its_learning_rate_unless_one_is_given():
+    settings = AdaptSettings()
+    assert settings.learning_rate("pseudo-clean") == LEARNING_RATES["pseudo-clean"] != LEARNING_RATES["blind-spot"]
+    assert settings.learning_rate("blind-spot") == LEARNING_RATES["blind-spot"]
+    assert AdaptSettings(lr=1e-3).learning_rate("blind-spot") == 1e-3
+
+
+def test_auto_adapts_with_pseudo_clean_pairs_or_the_blind_spot_loss_where_the_noise_cannot_be_measured(restorer):
+    _, result = restorer.adapt([noisy_image()], **QUICK)
+    assert result.loss == "pseudo-clean"
+    # A dark field with one bright square: the noise of the background is mostly clipped at black.
+    dark = np.zeros((128, 128), np.float32)
+    dark[40:60, 40:60] = 0.5
+    dark = np.clip(dark + np.random.default_rng(0).normal(0, 0.05, dark.shape), 0, 1).astype(np.float32)
+    _, result = restorer.adapt([dark], **QUICK)
+    assert result.loss == "blind-spot" and result.steps == QUICK["max_steps"]
+    with pytest.raises(ImageError, match="--loss blind-spot"):
+        restorer.adapt([dark], loss="pseudo-clean", **QUICK)
 
 
 def test_cancelling_keeps_the_starting_weights(restorer):
@@ -108,7 +130,7 @@ def test_slerir_adapt_writes_a_weights_file_restore_reads(restorer, tmp_path, ca
     meta = read_metadata(out)
     assert meta["adapted_from"] == str(weights) and len(meta["adapted_data_sha256"]) == 64
     assert len(meta["adapted_path"].split("-")) == 8 and int(meta["adapted_steps"]) >= 0
-    assert meta["adapted_curve"].startswith("0:") and meta["adapted_loss"] == "blind-spot"
+    assert meta["adapted_curve"].startswith("0:") and meta["adapted_loss"] == "pseudo-clean"
     load_model(out)
     assert cli(["restore", str(tmp_path / "noisy.tif"), "--out", str(tmp_path / "r"), "--weights", str(out)]) == 0
     # Never over an existing file without --overwrite, never over the weights it came from.

@@ -1,4 +1,4 @@
-"""Stein's unbiased risk estimate as an adaptation loss: the estimate, the fitted noise model, the adaptation."""
+"""Stein's unbiased risk estimate as an adaptation loss: the estimate and the adaptation."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from slerir_core.adaptation import AdaptSettings
-from slerir_core.adaptation.sure import NoiseModel, fit_noise_model, sure_case
+from slerir_core.adaptation.noise_model import NoiseModel
+from slerir_core.adaptation.sure import sure_case
 from slerir_core.config import load_config
-from slerir_core.errors import ImageError
 from slerir_core.model import SLERIR
 from slerir_core.restore import Restorer
 
@@ -42,26 +42,6 @@ def test_sure_is_the_true_error_of_a_restoration_without_clean_images(grey):
         assert abs(estimate - true) < 0.05 * sigma**2  # within the spread of one draw of this many pixels
         wrong = float(sure_case(noisy, torch.Generator().manual_seed(1), NoiseModel(0.0, 2 * sigma**2))(restore))
         assert abs(wrong - true) > 0.5 * sigma**2  # the noise model matters: a wrong one gives a wrong estimate
-
-
-def test_the_noise_model_is_fitted_per_image_and_skips_saturated_levels():
-    rng = np.random.default_rng(0)
-    clean = np.concatenate([smooth_picture(128, s).numpy() for s in range(2)], axis=1)
-    ramp = np.linspace(0.0, 1.3, clean.shape[1])[None, :] * np.ones_like(clean)  # beyond 1: saturated
-    for picture, gain, floor in ((clean, 0.0, 0.02**2), (clean, 0.03, 0.01**2), (ramp, 0.03, 0.01**2)):
-        noisy = picture + rng.normal(0, 1, picture.shape) * np.sqrt(gain * picture + floor)
-        plane = torch.from_numpy(np.clip(noisy, 0, 1)).float()[None, None].expand(1, 3, -1, -1)
-        fitted = fit_noise_model(plane)
-        levels = torch.tensor([0.3, 0.6])
-        expected = gain * levels + floor
-        assert torch.allclose(fitted.variance(levels), expected, rtol=0.15)
-
-
-def test_an_image_that_is_all_saturated_or_black_has_no_noise_model():
-    plane = torch.zeros(1, 3, 64, 64)
-    plane[..., :, 32:] = 1.0
-    with pytest.raises(ImageError, match="blind-spot"):
-        fit_noise_model(plane)
 
 
 def test_adapting_with_sure_lowers_its_held_out_estimate_and_records_the_loss():
