@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from restoring import noisy_image
 
 from slerir_core.adaptation import AdaptSettings, adapt_model
 from slerir_core.adaptation.adapt import LEARNING_RATES
@@ -18,14 +19,6 @@ from slerir_core.model import SLERIR
 from slerir_core.restore import Restorer
 
 QUICK = {"max_steps": 12, "eval_every": 4, "batch": 2, "minutes": 5.0}
-
-
-def noisy_image(side: int = 128, sigma: float = 0.08, seed: int = 0) -> np.ndarray:
-    """A smooth grey picture with independent Gaussian noise, float32 in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:side, :side] / side
-    clean = 0.5 + 0.3 * np.sin(6 * xx) * np.cos(4 * yy)
-    return np.clip(clean + rng.normal(0, sigma, clean.shape), 0, 1).astype(np.float32)
 
 
 @pytest.fixture

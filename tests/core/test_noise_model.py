@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from restoring import smooth_picture
 
 from slerir_core.adaptation.noise_model import NoiseModel, fit_noise_model
 from slerir_core.errors import ImageError
-from tests.core.test_sure import smooth_picture
 
 
 def test_the_noise_model_is_fitted_per_image_and_skips_saturated_levels():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from restoring import drain, noisy_image
 from skimage.metrics import peak_signal_noise_ratio
 
 from slerir_core.adaptation.adapt import restorations, user_planes
@@ -13,7 +14,6 @@ from slerir_core.adaptation.pseudo_clean import pseudo_clean_case
 from slerir_core.config import load_config
 from slerir_core.model import SLERIR
 from slerir_core.restore import Restorer
-from tests.core.test_adaptation import noisy_image
 
 
 def test_the_targets_are_the_restoration_a_user_gets_blind():
@@ -22,14 +22,7 @@ def test_the_targets_are_the_restoration_a_user_gets_blind():
     grey = noisy_image(160)
     colour = (np.stack([noisy_image(144, seed=s) for s in range(3)], axis=-1) * 255).astype(np.uint8)
     planes = user_planes(restorer, [grey, colour], None, "auto")
-    passes = restorations(restorer, planes)
-    tiles = []
-    while True:
-        try:
-            tiles.append(next(passes))
-        except StopIteration as done:
-            targets = done.value
-            break
+    tiles, targets = drain(restorations(restorer, planes))
     assert tiles and all(t > 0 for t in tiles)
     # The restorer returns float images as they come out, and rounds uint8 ones to the nearest level.
     for target, image, step in zip(targets, (grey, colour), (0.0, 1 / 255), strict=True):

@@ -10,7 +10,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import torch
-from restoring import Spy, smooth_rgb, u16
+from restoring import Spy, drain, smooth_rgb, u16
 
 from slerir_core import restore as restore_module
 from slerir_core.batching import CPU_TILES, INDEX_LIMIT, MEMORY_SHARE, batch_size, tile_bytes, widest_map
@@ -211,13 +211,7 @@ def test_restore_steps_yields_progress_and_returns_the_array(restorer):
     steps = restorer.restore_steps(
         image, tile=64, overlap=16, batch=1, channels="rgb", progress=lambda d, t: calls.append((d, t))
     )
-    yielded = []
-    while True:
-        try:
-            yielded.append(next(steps))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    yielded, result = drain(steps)
     assert yielded == calls == [(i, 4) for i in range(5)]
     assert result.shape == image.shape and result.dtype == image.dtype
 

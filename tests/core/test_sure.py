@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from restoring import smooth_picture
 
 from slerir_core.adaptation import AdaptSettings
 from slerir_core.adaptation.noise_model import NoiseModel
@@ -13,13 +14,6 @@ from slerir_core.adaptation.sure import sure_case
 from slerir_core.config import load_config
 from slerir_core.model import SLERIR
 from slerir_core.restore import Restorer
-
-
-def smooth_picture(side: int, seed: int) -> torch.Tensor:
-    """(side, side) float64: a random smooth picture within [0.2, 0.8]."""
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 1, 6, 6, generator=g, dtype=torch.float64)
-    return 0.2 + 0.6 * F.interpolate(coarse, size=(side, side), mode="bicubic", align_corners=True)[0, 0].clamp(0, 1)
 
 
 def box_blur(x: torch.Tensor) -> torch.Tensor:
