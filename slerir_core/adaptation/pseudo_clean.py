@@ -9,7 +9,8 @@ a model trained on other noise falls short; the pictures it learns on are the us
 Unlike the blind-spot loss, the network sees every pixel, as it does when it restores; unlike SURE, nothing in
 the loss assumes Gaussian noise, so photon noise at a few photons and clipped pixels are scored as they are.
 What it cannot teach is detail the starting model does not restore: the targets hold only what that model
-recovers, so the gain is in how the noise is removed, and it levels off after a few hundred steps.
+recovers, so the gain is in how the user's noise comes off the user's pictures, and it levels off after a few
+hundred steps.
 """
 
 from __future__ import annotations
