@@ -160,12 +160,16 @@ class AdaptResult:
 
 @dataclass
 class _Plane:
-    """One 2-D image as the network sees it, with its plan (and its routes and prior, ready for training)."""
+    """One 2-D image as the network sees it, with its plan and the plan's prior ready for training."""
 
     pixels: torch.Tensor  # (1, 3, H, W) in [0, 1]
     plan: Plan
-    routes: tuple[int, ...]
     prior: torch.Tensor | None
+
+    @property
+    def routes(self) -> tuple[int, ...]:
+        """The plan's expert per routed stage."""
+        return tuple(self.plan.routes)
 
 
 Axes = str | None | Sequence[str | None]
@@ -200,7 +204,7 @@ def user_planes(restorer: Restorer, images: Sequence[Any], axes: Axes, channels:
                 plan = restorer.plan_plane(raw, scaling, group, layout.describe(index, layout.groups.index(group)))
                 # A clone outside inference mode: the plan's prior was made in it, and training reads it.
                 prior = None if plan.prior is None else plan.prior.clone().to(restorer.device)
-                planes.append(_Plane(restorer.network_input(unit).clone(), plan, tuple(plan.routes), prior))
+                planes.append(_Plane(restorer.network_input(unit).clone(), plan, prior))
     if not planes:
         raise ImageError("no images to adapt on")
     if float(np.median(noise)) < MIN_NOISE_SIGMA:
@@ -327,7 +331,8 @@ def adapt_steps(
         The adapted model and what was done (``StopIteration.value``).
 
     Raises:
-        ImageError: unusable images (``user_planes``), or too few crops to hold some out.
+        ImageError: unusable images (``user_planes``), too few crops to hold some out, or noise that cannot be
+            measured for a loss that needs it (``pseudo-clean``, ``sure``).
     """
     start = time.monotonic()
     budget = 60.0 * settings.minutes
@@ -349,11 +354,11 @@ def adapt_steps(
     model = copy.deepcopy(restorer.model).train()
     stacks = trainable_experts(model)
     optimizer = torch.optim.Adam(stacks, lr=settings.learning_rate(loss), weight_decay=0.0)
-    device, bf16 = restorer.device, restorer.bf16
+    device = restorer.device
+    bf16 = restorer.bf16 and loss != "sure"  # SURE's finite difference needs float32
     routes = torch.tensor(path, device=device)
     generator = torch.Generator(device).manual_seed(settings.seed)
 
-    bf16 = bf16 and loss != "sure"  # SURE's finite difference needs float32
     sources = [plane.pixels for plane in planes]
     if loss == "pseudo-clean":
         tiles = restorations(restorer, planes)
