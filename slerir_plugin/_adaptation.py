@@ -71,6 +71,7 @@ def adapt_job(job: AdaptJob) -> Generator[Update, None, AdaptDone | Failed]:
         steps = adapt_steps(
             restorer, [np.asarray(job.image)], AdaptSettings(minutes=job.minutes), job.axes, channels_option(job.axes)
         )
+        restoring = False
         try:
             while True:
                 try:
@@ -80,7 +81,9 @@ def adapt_job(job: AdaptJob) -> Generator[Update, None, AdaptDone | Failed]:
                     break
                 yield ProgressUpdate(int(1000 * budget_fraction(update)), 1000)
                 if update.step == 0 and update.held_out_loss is None:
-                    yield Status("Adapting: restoring the layer with the current weights first…")
+                    if not restoring:  # once, though the restoration reports every pass
+                        restoring = True
+                        yield Status("Adapting: restoring the layer with the current weights first…")
                 elif update.held_out_loss is not None:
                     yield Status(
                         f"Adapting… step {update.step}: held-out loss {update.held_out_loss:.5f} "
